@@ -1,0 +1,272 @@
+"""Settings: read once from BROKER_* variables into a frozen object; every problem reported with its name."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from broker.errors import ConfigError
+
+PREFIX = "BROKER_"
+TIKTOK_AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
+TIKTOK_API_URL = "https://open.tiktokapis.com"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class VaultKey:
+    kid: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str = "http://127.0.0.1:8080"
+    redis_url: Secret = field(default_factory=lambda: Secret(""))
+    redis_prefix: str = "broker:"
+    data_dir: Path = Path("data")
+    keys_dir: Path = Path("keys")
+    vault_keys: tuple[VaultKey, ...] = ()
+    tiktok_client_key: str = ""
+    tiktok_client_secret: Secret = field(default_factory=lambda: Secret(""))
+    tiktok_scopes: tuple[str, ...] = ("user.info.basic",)
+    tiktok_authorize_url: str = TIKTOK_AUTHORIZE_URL
+    tiktok_api_url: str = TIKTOK_API_URL
+    tiktok_timeout: float = 10.0
+    allowed_return_urls: tuple[str, ...] = ()
+    audience: str = ""
+    access_token_ttl: int = 300
+    session_ttl: int = 7 * 24 * 3600
+    session_idle_ttl: int = 12 * 3600
+    login_ttl: int = 600
+    jwt_leeway: int = 10
+    jwks_max_age: int = 300
+    signing_alg: str = "ES256"
+    clients_file: Path | None = None
+    webhook_urls: tuple[str, ...] = ()
+    dev_mode: bool = False
+
+    @property
+    def redirect_uri(self) -> str:
+        """The callback TikTok sends users back to; register exactly this value at TikTok."""
+        return self.issuer + "/callback"
+
+    @property
+    def token_audience(self) -> str:
+        return self.audience or self.issuer
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    @property
+    def max_token_lifetime(self) -> int:
+        """The longest a broker-signed token lives; a retired signing key stays published this long."""
+        return self.access_token_ttl
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class _Reader:
+    """Parses variables one by one, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(PREFIX + name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.problems.append(f"{PREFIX}{name}: {exc}")
+            return default
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _seconds(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"must be a whole number of seconds, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high} seconds, got {number}")
+        return number
+
+    return parse
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
+    if number <= 0:
+        raise ValueError("must be greater than zero")
+    return number
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("must not contain a query, a fragment or credentials")
+    return value.rstrip("/")
+
+
+def _absolute_url(value: str) -> str:
+    _base_url(value)
+    return value
+
+
+def _url_list(value: str) -> tuple[str, ...]:
+    return tuple(_absolute_url(item) for item in _list(value))
+
+
+def parse_vault_keys(value: str) -> tuple[VaultKey, ...]:
+    """`kid:key,kid:key`: key is 32 random bytes in unpadded base64url; the first entry encrypts."""
+    keys: list[VaultKey] = []
+    for entry in _list(value):
+        kid, sep, encoded = entry.partition(":")
+        if not sep or not kid or not encoded:
+            raise ValueError("each entry must look like kid:base64url-key (see `broker vault new-key`)")
+        try:
+            key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {kid!r} is not valid base64url") from None
+        if len(key) != 32:
+            raise ValueError(f"key {kid!r} must decode to 32 bytes, got {len(key)}")
+        if any(existing.kid == kid for existing in keys):
+            raise ValueError(f"key id {kid!r} appears twice")
+        keys.append(VaultKey(kid, key))
+    return tuple(keys)
+
+
+def _signing_alg(value: str) -> str:
+    if value not in SIGNING_ALGORITHMS:
+        raise ValueError(f"must be one of {', '.join(SIGNING_ALGORITHMS)}, got {value!r}")
+    return value
+
+
+def _prefix(value: str) -> str:
+    if any(ch in value for ch in "{} \t\r\n"):
+        raise ValueError("must not contain braces or whitespace (braces are reserved for hash tags)")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every BROKER_* variable once; raise ConfigError naming each bad one."""
+    env = os.environ if environ is None else environ
+    r = _Reader(env)
+    defaults = Settings()
+    clients_file = r.raw("CLIENTS_FILE")
+    settings = Settings(
+        issuer=r.get("ISSUER", defaults.issuer, _base_url),
+        redis_url=Secret(r.raw("REDIS_URL") or ""),
+        redis_prefix=r.get("REDIS_PREFIX", defaults.redis_prefix, _prefix),
+        data_dir=Path(r.raw("DATA_DIR") or defaults.data_dir),
+        keys_dir=Path(r.raw("KEYS_DIR") or defaults.keys_dir),
+        vault_keys=r.get("VAULT_KEYS", (), parse_vault_keys),
+        tiktok_client_key=r.raw("TIKTOK_CLIENT_KEY") or "",
+        tiktok_client_secret=Secret(r.raw("TIKTOK_CLIENT_SECRET") or ""),
+        tiktok_scopes=r.get("TIKTOK_SCOPES", defaults.tiktok_scopes, _list),
+        tiktok_authorize_url=r.get("TIKTOK_AUTHORIZE_URL", defaults.tiktok_authorize_url, _absolute_url),
+        tiktok_api_url=r.get("TIKTOK_API_URL", defaults.tiktok_api_url, _base_url),
+        tiktok_timeout=r.get("TIKTOK_TIMEOUT", defaults.tiktok_timeout, _positive_float),
+        allowed_return_urls=r.get("ALLOWED_RETURN_URLS", (), _url_list),
+        audience=r.raw("AUDIENCE") or "",
+        access_token_ttl=r.get("ACCESS_TOKEN_TTL", defaults.access_token_ttl, _seconds(60, 900)),
+        session_ttl=r.get("SESSION_TTL", defaults.session_ttl, _seconds(300, 180 * 86400)),
+        session_idle_ttl=r.get("SESSION_IDLE_TTL", defaults.session_idle_ttl, _seconds(60, 180 * 86400)),
+        jwt_leeway=r.get("JWT_LEEWAY", defaults.jwt_leeway, _seconds(0, 120)),
+        jwks_max_age=r.get("JWKS_MAX_AGE", defaults.jwks_max_age, _seconds(0, 86400)),
+        signing_alg=r.get("SIGNING_ALG", defaults.signing_alg, _signing_alg),
+        clients_file=Path(clients_file) if clients_file else None,
+        webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
+    )
+    if "user.info.basic" not in settings.tiktok_scopes:
+        r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")
+    if settings.session_idle_ttl > settings.session_ttl:
+        r.problems.append("BROKER_SESSION_IDLE_TTL: must not exceed BROKER_SESSION_TTL")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What `broker serve` refuses: settings that are only safe on a developer's machine."""
+    problems: list[str] = []
+    if settings.issuer.startswith("http://") and not is_loopback_url(settings.issuer):
+        problems.append("BROKER_ISSUER: must use https (http is accepted only for loopback hosts)")
+    if not settings.vault_keys:
+        problems.append("BROKER_VAULT_KEYS: required; create one with `broker vault new-key`")
+    if not settings.tiktok_client_key:
+        problems.append("BROKER_TIKTOK_CLIENT_KEY: required (the Client key of your TikTok app)")
+    if not settings.tiktok_client_secret:
+        problems.append("BROKER_TIKTOK_CLIENT_SECRET: required (the Client secret of your TikTok app)")
+    for name, url in (("TIKTOK_AUTHORIZE_URL", settings.tiktok_authorize_url),
+                      ("TIKTOK_API_URL", settings.tiktok_api_url)):
+        if url.startswith("http://") and not is_loopback_url(url):
+            problems.append(f"BROKER_{name}: must use https")
+    return problems

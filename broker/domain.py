@@ -1,0 +1,67 @@
+"""Value types shared by the layers, in the broker's own words (never a provider's field names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ProviderTokens:
+    """An upstream grant: what TikTok returned at the token endpoint, with absolute expiry instants."""
+
+    subject: str  # TikTok open_id
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    refresh_expires_at: float
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the upstream says the user is. Optional fields are None when the scope was not granted."""
+
+    provider: str
+    subject: str  # TikTok open_id: stable per app, the account key
+    display_name: str = ""
+    avatar_url: str = ""
+    union_id: str | None = None
+    username: str | None = None
+    profile: dict[str, str | int | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoginAttempt:
+    """A login in flight between /login and /callback, stored under the hash of its state for 10 minutes."""
+
+    code_verifier: str
+    nonce: str
+    return_to: str
+    binding_hash: str  # SHA-256 of the browser-binding cookie value
+    created_at: float
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Session:
+    """A browser session: the server side of the session cookie."""
+
+    sid: str
+    user_id: str
+    created_at: float
+    last_seen: float
+    expires_at: float  # absolute end
+    idle_expires_at: float
+    scopes: tuple[str, ...]
+    open_id: str = ""
+    name: str = ""
+    picture: str = ""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A signed broker access JWT with its claims."""
+
+    token: str
+    claims: dict[str, object]
+    expires_at: float

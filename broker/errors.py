@@ -1,0 +1,134 @@
+"""The broker's one error tree. Each error carries a stable code, an HTTP status and a message safe to show.
+
+    BrokerError                      500 server_error
+    ├── InvalidRequest               400 invalid_request
+    │   └── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
+    ├── InvalidGrant                 400 invalid_grant
+    ├── InvalidClient                401 invalid_client
+    ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
+    ├── AccessDenied                 403 access_denied     (the user refused at TikTok)
+    ├── LoginFailed                  400 invalid_request   (state, binding cookie, or code problems at /callback)
+    ├── NotFound                     404 not_found
+    ├── MethodNotAllowed             405 method_not_allowed
+    ├── Unavailable                  503 temporarily_unavailable
+    │   └── StoreUnavailable         503 temporarily_unavailable   (Redis unreachable; Retry-After)
+    └── UpstreamError                502 upstream_error    (TikTok answered with an error or garbage)
+        └── UpstreamUnavailable      503 temporarily_unavailable   (TikTok timed out or answered 5xx/429)
+
+Details that must not reach users (TikTok's log_id, exception text) go to the log only, through
+`log_detail`. Translation from library exceptions happens where they are raised (store, providers); rendering
+to HTTP happens in one place, `broker.web.errors`.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    code = "server_error"
+    status = 500
+    default_description = "The broker could not complete the request."
+
+    def __init__(self, description: str | None = None, *, log_detail: str = "",
+                 retry_after: int | None = None) -> None:
+        self.description = description or self.default_description
+        self.log_detail = log_detail
+        self.retry_after = retry_after
+        super().__init__(self.description)
+
+
+class InvalidRequest(BrokerError):
+    code = "invalid_request"
+    status = 400
+    default_description = "The request is missing a parameter or has a malformed one."
+
+
+class InvalidReturnUrl(InvalidRequest):
+    default_description = "The return URL is not allowed."
+
+
+class InvalidGrant(BrokerError):
+    code = "invalid_grant"
+    status = 400
+    default_description = "The grant is invalid, expired or already used."
+
+
+class InvalidClient(BrokerError):
+    code = "invalid_client"
+    status = 401
+    default_description = "Client authentication failed."
+
+
+class InvalidToken(BrokerError):
+    code = "invalid_token"
+    status = 401
+    default_description = "The credential is missing, expired or revoked."
+
+
+class AccessDenied(BrokerError):
+    code = "access_denied"
+    status = 403
+    default_description = "Access was denied."
+
+
+class LoginFailed(BrokerError):
+    code = "invalid_request"
+    status = 400
+    default_description = "This sign-in link is invalid or has expired. Please start again."
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+    status = 404
+    default_description = "Not found."
+
+
+class MethodNotAllowed(BrokerError):
+    code = "method_not_allowed"
+    status = 405
+    default_description = "Method not allowed."
+
+
+class Unavailable(BrokerError):
+    code = "temporarily_unavailable"
+    status = 503
+    default_description = "The service is temporarily unavailable. Please retry shortly."
+
+    def __init__(self, description: str | None = None, *, log_detail: str = "",
+                 retry_after: int | None = 5) -> None:
+        super().__init__(description, log_detail=log_detail, retry_after=retry_after)
+
+
+class StoreUnavailable(Unavailable):
+    default_description = "The session store is unavailable. Please retry shortly."
+
+
+class UpstreamError(BrokerError):
+    code = "upstream_error"
+    status = 502
+    default_description = "TikTok returned an unexpected answer. Please try again."
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "temporarily_unavailable"
+    status = 503
+    default_description = "TikTok is not answering right now. Please try again shortly."
+
+    def __init__(self, description: str | None = None, *, log_detail: str = "",
+                 retry_after: int | None = 5) -> None:
+        super().__init__(description, log_detail=log_detail, retry_after=retry_after)
+
+
+class UpstreamRejected(UpstreamError):
+    """TikTok refused a grant (for example a revoked refresh token): the user has to sign in again."""
+
+    code = "invalid_grant"
+    status = 400
+    default_description = "TikTok no longer accepts this sign-in. Please sign in again."
+
+
+class ConfigError(Exception):
+    """Configuration problems, all of them at once; each names its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))

@@ -1,0 +1,1 @@
+"""Upstream identity providers. Only `registry` names concrete implementations."""
