@@ -1,0 +1,82 @@
+"""The composition root: builds every part from Settings and hands them to the web layer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from starlette.applications import Starlette
+from starlette.templating import Jinja2Templates
+
+from broker.clock import Clock, SystemClock
+from broker.config import Settings
+from broker.errors import ConfigError
+from broker.flows.discovery import Discovery
+from broker.flows.login import LoginFlow, LoginPolicy
+from broker.flows.return_urls import ReturnUrlPolicy
+from broker.flows.sessions import SessionPolicy, SessionService
+from broker.providers.base import Provider
+from broker.providers.registry import create_provider
+from broker.signing.keyring import KeyRing
+from broker.signing.tokens import TokenService
+from broker.store.keys import KeySpace
+from broker.store.records import Records
+from broker.store.redis import RedisClient, create_redis
+from broker.store.vault import Vault
+from broker.web.errors import EXCEPTION_HANDLERS
+from broker.web.routes import ROUTES
+from broker.web.services import Services
+
+TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
+
+
+def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,
+               redis: RedisClient | None = None, clock: Clock | None = None,
+               provider: Provider | None = None) -> Starlette:
+    """Build the broker. Nothing connects yet: Redis and TikTok are reached on first use."""
+    clock = clock or SystemClock()
+    if redis is None and not settings.redis_url:
+        raise ConfigError(["BROKER_REDIS_URL: not set (the command line starts an embedded Redis for you)"])
+    if not settings.vault_keys:
+        raise ConfigError(["BROKER_VAULT_KEYS: required to store TikTok tokens encrypted"])
+    owned_redis = redis is None
+    redis_client = redis if redis is not None else create_redis(settings.redis_url.reveal())
+    owned_http = http_client is None
+    http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
+
+    records = Records(redis_client, KeySpace(settings.redis_prefix), Vault(settings.vault_keys))
+    keyring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
+                      jwks_max_age=settings.jwks_max_age)
+    tokens = TokenService(keyring, issuer=settings.issuer, audience=settings.token_audience,
+                          ttl=settings.access_token_ttl, leeway=settings.jwt_leeway, clock=clock)
+    upstream = provider or create_provider(
+        "tiktok", http_client=http, client_key=settings.tiktok_client_key,
+        client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,
+        api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout)
+    sessions = SessionService(records, tokens, SessionPolicy(settings.session_ttl, settings.session_idle_ttl,
+                                                             settings.access_token_ttl), clock)
+    login = LoginFlow(records=records, provider=upstream, sessions=sessions,
+                      return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
+                      policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
+                      clock=clock)
+    discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records,
+                          signing_alg=settings.signing_alg)
+    services = Services(settings=settings, login=login, sessions=sessions, discovery=discovery,
+                        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned_http:
+                await http.aclose()
+            if owned_redis:
+                await cast(Any, redis_client).aclose()
+
+    app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan)
+    app.state.services = services
+    return app

@@ -1,0 +1,1 @@
+"""Use cases: login, sessions, tokens, account. The web layer talks only to these."""

@@ -1,0 +1,113 @@
+"""Browser login through TikTok: /login starts an attempt, /callback finishes it and opens a session."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.clock import Clock
+from broker.domain import LoginAttempt, Session
+from broker.errors import AccessDenied, LoginFailed, UpstreamError
+from broker.flows.return_urls import ReturnUrlPolicy
+from broker.flows.sessions import SessionService, new_user_id
+from broker.providers.base import Provider
+from broker.store.records import Records
+
+log = logging.getLogger("broker.login")
+
+BINDING_BYTES = 32
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _valid_binding(value: str | None) -> bool:
+    return value is not None and 40 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum()
+
+
+@dataclass(frozen=True)
+class LoginStart:
+    redirect_url: str
+    binding_value: str
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    session: Session
+    cookie_value: str
+    return_to: str
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    attempt_ttl: int
+
+
+class LoginFlow:
+    def __init__(self, *, records: Records, provider: Provider, sessions: SessionService,
+                 return_urls: ReturnUrlPolicy, policy: LoginPolicy, clock: Clock) -> None:
+        self.records = records
+        self.provider = provider
+        self.sessions = sessions
+        self.return_urls = return_urls
+        self.policy = policy
+        self.clock = clock
+
+    async def start(self, *, return_to: str | None, binding_value: str | None,
+                    force_consent: bool = False) -> LoginStart:
+        """Record a login attempt under a fresh state and build TikTok's authorize URL.
+
+        The browser-binding value is reused when the browser already has one, so logins started in
+        several tabs at once all complete (each attempt stores the same binding hash).
+        """
+        target = self.return_urls.check(return_to)
+        binding = binding_value if _valid_binding(binding_value) else secrets.token_urlsafe(BINDING_BYTES)
+        assert binding is not None
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(48)  # 64 characters of [A-Za-z0-9_-], inside PKCE's 43-128
+        attempt = LoginAttempt(code_verifier=verifier, nonce=secrets.token_urlsafe(16), return_to=target,
+                               binding_hash=_hash(binding), created_at=self.clock.now(),
+                               scopes=self.policy.scopes)
+        await self.records.put_login_attempt(_hash(state), attempt, self.policy.attempt_ttl)
+        url = self.provider.authorize_url(state=state, code_verifier=verifier,
+                                          redirect_uri=self.policy.redirect_uri, scopes=self.policy.scopes,
+                                          force_consent=force_consent)
+        return LoginStart(url, binding)
+
+    async def finish(self, *, params: Mapping[str, str], binding_value: str | None) -> LoginResult:
+        """Take the attempt (once), check the browser binding, then exchange, fetch the profile and save."""
+        state = params.get("state", "")
+        if not state or len(state) > 256:
+            raise LoginFailed(log_detail="callback without state")
+        attempt = await self.records.take_login_attempt(_hash(state))
+        if attempt is None:
+            raise LoginFailed(log_detail="unknown, expired or replayed state")
+        if binding_value is None or not hmac.compare_digest(_hash(binding_value), attempt.binding_hash):
+            raise LoginFailed(log_detail="browser-binding cookie missing or foreign")
+        error = params.get("error")
+        if error:
+            if error == "access_denied":
+                raise AccessDenied("You cancelled signing in with TikTok. You can try again at any time.")
+            raise LoginFailed("TikTok could not sign you in. Please try again.",
+                              log_detail=f"authorize error {error!r}")
+        code = params.get("code", "")
+        if not code or len(code) > 1024:
+            raise LoginFailed(log_detail="callback without code")
+        tokens = await self.provider.exchange_code(code=code, redirect_uri=self.policy.redirect_uri,
+                                                   code_verifier=attempt.code_verifier)
+        identity = await self.provider.fetch_identity(tokens)
+        if identity.subject != tokens.subject:
+            raise UpstreamError(log_detail="user info open_id differs from the token's open_id")
+        # Everything that can fail upstream has happened; only now is anything written.
+        user_id = await self.records.claim_user_id(identity.subject, new_user_id())
+        created = self.sessions.new_session(user_id, identity, tokens)
+        await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
+        log.info("login complete", extra={"user_id": user_id, "sid": created.session.sid})
+        return LoginResult(created.session, created.cookie_value, attempt.return_to)

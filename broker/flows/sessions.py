@@ -1,0 +1,119 @@
+"""Browser sessions: the opaque cookie, its server-side record, and the broker JWT that stands for it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from broker.clock import Clock
+from broker.domain import Identity, IssuedToken, ProviderTokens, Session
+from broker.signing.tokens import TokenService
+from broker.store.records import Records
+
+# A cookie is "<user id>.<secret>": the user id finds the user's Redis slot, the secret proves possession.
+COOKIE_PATTERN = re.compile(r"^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
+# A session's JWT is reused until this share of its lifetime has passed, then a fresh one is minted.
+REUSE_FRACTION = 0.8
+# Slide the idle expiry at most this often, so most gateway checks are pure reads.
+TOUCH_INTERVAL = 60
+TOKEN_CACHE_SIZE = 10_000
+
+
+def new_user_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def session_id_for(secret: str) -> str:
+    """The public session id (`sid` claim, Redis key): a hash of the secret, so Redis never holds the secret."""
+    digest = hashlib.sha256(secret.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()[:32]
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    absolute_ttl: int
+    idle_ttl: int
+    access_token_ttl: int
+
+
+@dataclass(frozen=True)
+class NewSession:
+    session: Session
+    cookie_value: str
+
+
+class SessionService:
+    def __init__(self, records: Records, tokens: TokenService, policy: SessionPolicy, clock: Clock) -> None:
+        self.records = records
+        self.tokens = tokens
+        self.policy = policy
+        self.clock = clock
+        # Per-process cache of each session's current JWT. Losing it costs one signature, nothing more:
+        # the session itself lives in Redis.
+        self._jwt_cache: OrderedDict[str, IssuedToken] = OrderedDict()
+
+    def new_session(self, user_id: str, identity: Identity, tokens: ProviderTokens) -> NewSession:
+        """A session record to be saved together with the login (see Records.save_login)."""
+        now = self.clock.now()
+        secret = secrets.token_urlsafe(32)
+        session = Session(
+            sid=session_id_for(secret), user_id=user_id, created_at=now, last_seen=now,
+            expires_at=now + self.policy.absolute_ttl, idle_expires_at=now + self.policy.idle_ttl,
+            scopes=tuple(sorted(tokens.scopes)), open_id=identity.subject, name=identity.display_name,
+            picture=identity.avatar_url,
+        )
+        return NewSession(session, f"{user_id}.{secret}")
+
+    async def resolve(self, cookie_value: str | None) -> Session | None:
+        """The live session behind a cookie, sliding its idle expiry; None for anything else."""
+        if not cookie_value:
+            return None
+        match = COOKIE_PATTERN.fullmatch(cookie_value)
+        if match is None:
+            return None
+        user_id, secret = match.groups()
+        sid = session_id_for(secret)
+        session = await self.records.touch_session(user_id, sid, self.clock.now(), self.policy.idle_ttl,
+                                                   TOUCH_INTERVAL)
+        # The key name already binds user id and sid; comparing again guards against a corrupted record.
+        if session is None or not hmac.compare_digest(session.user_id, user_id):
+            return None
+        return session
+
+    def access_token_for(self, session: Session) -> IssuedToken:
+        """The session's broker JWT, reused until REUSE_FRACTION of its life, never past the session's end."""
+        now = self.clock.now()
+        cached = self._jwt_cache.get(session.sid)
+        if cached is not None:
+            issued_at = float(str(cached.claims["iat"]))
+            if now < issued_at + (cached.expires_at - issued_at) * REUSE_FRACTION:
+                self._jwt_cache.move_to_end(session.sid)
+                return cached
+        extra: dict[str, object] = {"tiktok_open_id": session.open_id}
+        if session.name:
+            extra["name"] = session.name
+        if session.picture:
+            extra["picture"] = session.picture
+        ttl = max(1, min(self.policy.access_token_ttl, int(min(session.expires_at, session.idle_expires_at) - now)))
+        issued = self.tokens.issue(sub=session.user_id, sid=session.sid, scope=" ".join(session.scopes),
+                                   extra=extra, ttl=ttl)
+        self._jwt_cache[session.sid] = issued
+        if len(self._jwt_cache) > TOKEN_CACHE_SIZE:
+            self._jwt_cache.popitem(last=False)
+        return issued
+
+    def verify_bearer(self, token: str) -> dict[str, object]:
+        """Claims of a broker access JWT presented as a bearer token; InvalidToken otherwise."""
+        return self.tokens.verify(token)
+
+    def forget(self, sid: str) -> None:
+        self._jwt_cache.pop(sid, None)
+
+    async def end(self, session: Session) -> None:
+        self.forget(session.sid)
+        await self.records.delete_session(session.user_id, session.sid)

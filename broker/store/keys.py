@@ -1,0 +1,40 @@
+"""Redis key names. Every key of one user shares the hash tag {u:<user_id>}, so a user's steps stay in one slot."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def digest(value: str) -> str:
+    """SHA-256 hex: how state values, session secrets and open_ids appear in key names."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class KeySpace:
+    def __init__(self, prefix: str = "broker:") -> None:
+        self.prefix = prefix
+
+    def login_attempt(self, state_hash: str) -> str:
+        return f"{self.prefix}login:{state_hash}"
+
+    def open_id_index(self, open_id: str) -> str:
+        # The only per-user key outside the user's slot: it is how a login finds the user id.
+        return f"{self.prefix}oid:{digest(open_id)}"
+
+    def user_tag(self, user_id: str) -> str:
+        return f"{self.prefix}{{u:{user_id}}}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.user_tag(user_id)}:user"
+
+    def tiktok_tokens(self, user_id: str) -> str:
+        return f"{self.user_tag(user_id)}:tiktok"
+
+    def session(self, user_id: str, sid: str) -> str:
+        return f"{self.user_tag(user_id)}:s:{sid}"
+
+    def user_sessions(self, user_id: str) -> str:
+        return f"{self.user_tag(user_id)}:sessions"
+
+    def readiness_probe(self) -> str:
+        return f"{self.prefix}readyz"

@@ -1,0 +1,174 @@
+"""Typed records in Redis: login attempts, users, sealed TikTok tokens and sessions, with their atomic steps."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any, cast
+
+from broker.domain import Identity, LoginAttempt, ProviderTokens, Session
+from broker.store.keys import KeySpace
+from broker.store.redis import RedisClient, translated_errors
+from broker.store.vault import Vault
+
+# Read a session and slide its idle expiry in the same round trip. The write happens at most once per
+# `touch_interval` seconds so that the hot path (/auth/verify) is a read almost every time.
+TOUCH_SESSION = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return nil end
+local now = tonumber(ARGV[1])
+local idle = tonumber(ARGV[2])
+local interval = tonumber(ARGV[3])
+local s = {}
+for i = 1, #fields, 2 do s[fields[i]] = fields[i + 1] end
+local expires_at = tonumber(s['expires_at'])
+local idle_expires_at = tonumber(s['idle_expires_at'])
+if now >= expires_at or now >= idle_expires_at then
+  redis.call('DEL', KEYS[1])
+  return nil
+end
+if now - tonumber(s['last_seen']) >= interval then
+  local new_idle = now + idle
+  redis.call('HSET', KEYS[1], 'last_seen', ARGV[1], 'idle_expires_at', tostring(new_idle))
+  redis.call('PEXPIREAT', KEYS[1], math.floor(math.min(new_idle, expires_at) * 1000))
+  for i = 1, #fields, 2 do
+    if fields[i] == 'last_seen' then fields[i + 1] = ARGV[1] end
+    if fields[i] == 'idle_expires_at' then fields[i + 1] = tostring(new_idle) end
+  end
+end
+return fields
+"""
+
+SESSION_FIELDS = ("sid", "user_id", "created_at", "last_seen", "expires_at", "idle_expires_at", "scopes",
+                  "open_id", "name", "picture")
+
+
+def _session_to_hash(session: Session) -> dict[str, str]:
+    data = asdict(session)
+    data["scopes"] = ",".join(session.scopes)
+    return {key: str(value) for key, value in data.items()}
+
+
+def _session_from_pairs(pairs: list[str]) -> Session:
+    data = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    return Session(
+        sid=data["sid"], user_id=data["user_id"], created_at=float(data["created_at"]),
+        last_seen=float(data["last_seen"]), expires_at=float(data["expires_at"]),
+        idle_expires_at=float(data["idle_expires_at"]),
+        scopes=tuple(s for s in data.get("scopes", "").split(",") if s),
+        open_id=data.get("open_id", ""), name=data.get("name", ""), picture=data.get("picture", ""),
+    )
+
+
+def _tokens_to_json(tokens: ProviderTokens) -> bytes:
+    data = asdict(tokens)
+    data["scopes"] = sorted(tokens.scopes)
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _tokens_from_json(raw: bytes) -> ProviderTokens:
+    data = json.loads(raw)
+    return ProviderTokens(
+        subject=data["subject"], access_token=data["access_token"], refresh_token=data["refresh_token"],
+        expires_at=float(data["expires_at"]), refresh_expires_at=float(data["refresh_expires_at"]),
+        scopes=frozenset(data["scopes"]),
+    )
+
+
+def _ms(instant: float) -> int:
+    return math.ceil(instant * 1000)
+
+
+class Records:
+    """The broker's data in Redis. Methods raise StoreUnavailable when Redis cannot be reached."""
+
+    def __init__(self, client: RedisClient, keys: KeySpace, vault: Vault) -> None:
+        self.client = client
+        self.keys = keys
+        self.vault = vault
+        self._touch = client.register_script(TOUCH_SESSION)
+
+    async def ping(self) -> None:
+        async with translated_errors():
+            await cast(Any, self.client).ping()
+
+    # Login attempts: written at /login, taken exactly once at /callback.
+
+    async def put_login_attempt(self, state_hash: str, attempt: LoginAttempt, ttl: int) -> None:
+        payload = json.dumps(asdict(attempt), separators=(",", ":"))
+        async with translated_errors():
+            await self.client.set(self.keys.login_attempt(state_hash), payload, ex=ttl)
+
+    async def take_login_attempt(self, state_hash: str) -> LoginAttempt | None:
+        async with translated_errors():
+            raw = await self.client.getdel(self.keys.login_attempt(state_hash))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        data["scopes"] = tuple(data["scopes"])
+        return LoginAttempt(**data)
+
+    # Users: found by open_id through one index key, everything else inside the user's slot.
+
+    async def claim_user_id(self, open_id: str, candidate: str) -> str:
+        """The user id for this open_id: the existing one, or `candidate` if this login is the first."""
+        index = self.keys.open_id_index(open_id)
+        async with translated_errors():
+            # SET NX GET: one round trip, and two first logins racing agree on a single user id.
+            previous = await self.client.set(index, candidate, nx=True, get=True)
+        return str(previous) if previous else candidate
+
+    async def save_login(self, user_id: str, identity: Identity, tokens: ProviderTokens,
+                         session: Session, now: float) -> None:
+        """Profile, sealed TikTok tokens and the new session, all in one transaction in the user's slot."""
+        user_key = self.keys.user(user_id)
+        tokens_key = self.keys.tiktok_tokens(user_id)
+        session_key = self.keys.session(user_id, session.sid)
+        index_key = self.keys.user_sessions(user_id)
+        profile = {
+            "open_id": identity.subject, "display_name": identity.display_name,
+            "avatar_url": identity.avatar_url, "union_id": identity.union_id or "",
+            "username": identity.username or "", "scopes": ",".join(sorted(tokens.scopes)),
+            "updated_at": str(now),
+        }
+        sealed = self.vault.seal(_tokens_to_json(tokens), bound_to=tokens_key)
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(user_key, "created_at", str(now))
+            pipe.hset(user_key, mapping=cast(Any, profile))
+            pipe.set(tokens_key, sealed, pxat=_ms(max(tokens.refresh_expires_at, now + 1)))
+            pipe.hset(session_key, mapping=cast(Any, _session_to_hash(session)))
+            pipe.pexpireat(session_key, _ms(min(session.expires_at, session.idle_expires_at)))
+            pipe.zadd(index_key, {session.sid: session.expires_at})
+            pipe.zremrangebyscore(index_key, "-inf", now)
+            pipe.pexpireat(index_key, _ms(session.expires_at), gt=True)
+            pipe.pexpireat(index_key, _ms(session.expires_at), nx=True)
+            await pipe.execute()
+
+    async def get_user(self, user_id: str) -> dict[str, str]:
+        async with translated_errors():
+            return cast(dict[str, str], await cast(Any, self.client).hgetall(self.keys.user(user_id)))
+
+    async def get_tiktok_tokens(self, user_id: str) -> ProviderTokens | None:
+        key = self.keys.tiktok_tokens(user_id)
+        async with translated_errors():
+            blob = await self.client.get(key)
+        if blob is None:
+            return None
+        return _tokens_from_json(self.vault.open(str(blob), bound_to=key))
+
+    # Sessions.
+
+    async def touch_session(self, user_id: str, sid: str, now: float, idle_ttl: int,
+                            touch_interval: int) -> Session | None:
+        async with translated_errors():
+            pairs = await self._touch(keys=[self.keys.session(user_id, sid)],
+                                      args=[repr(now), idle_ttl, touch_interval])
+        return _session_from_pairs(pairs) if pairs else None
+
+    async def delete_session(self, user_id: str, sid: str) -> bool:
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.session(user_id, sid))
+            pipe.zrem(self.keys.user_sessions(user_id), sid)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)

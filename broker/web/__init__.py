@@ -1,0 +1,1 @@
+"""HTTP: the route table, endpoints grouped by audience, error rendering, cookies and page templates."""

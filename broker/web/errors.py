@@ -1,0 +1,48 @@
+"""The one place where errors become responses: HTML pages for people, OAuth JSON for everything else."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.errors import BrokerError, MethodNotAllowed, NotFound
+from broker.web.render import html_error, json_error, wants_html
+
+log = logging.getLogger("broker.web")
+
+
+async def broker_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BrokerError)
+    level = logging.WARNING if exc.status >= 500 else logging.INFO
+    log.log(level, "request failed: %s %s -> %s %s%s", request.method, request.url.path, exc.status, exc.code,
+            f" ({exc.log_detail})" if exc.log_detail else "")
+    return html_error(request, exc) if wants_html(request) else json_error(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: BrokerError
+    if exc.status_code == 404:
+        error = NotFound()
+    elif exc.status_code == 405:
+        error = MethodNotAllowed()
+    else:
+        error = BrokerError()
+        error.status = exc.status_code
+    response = json_error(error)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log; the client sees only the generic error.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = BrokerError()
+    return html_error(request, error) if wants_html(request) else json_error(error)
+
+
+EXCEPTION_HANDLERS = {BrokerError: broker_error, HTTPException: http_error, Exception: unexpected_error}

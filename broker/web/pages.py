@@ -1,0 +1,50 @@
+"""The browser's pages: the home page, /login (off to TikTok) and /callback (back from TikTok)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from broker.web.cookies import (
+    read_binding_cookie,
+    read_session_cookie,
+    set_binding_cookie,
+    set_session_cookie,
+)
+from broker.web.render import NO_STORE, html_endpoint, render_page
+from broker.web.services import services
+
+CLAIMS_SHOWN = ("iss", "sub", "aud", "exp", "iat", "sid", "scope", "tiktok_open_id", "name")
+
+
+@html_endpoint
+async def home(request: Request) -> Response:
+    svc = services(request)
+    session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
+    if session is None:
+        return render_page(request, "home.html", {"signed_in": False})
+    issued = svc.sessions.access_token_for(session)
+    claims = [(name, issued.claims[name]) for name in CLAIMS_SHOWN if name in issued.claims]
+    return render_page(request, "home.html", {"signed_in": True, "session": session, "claims": claims,
+                                              "jwt": issued.token})
+
+
+@html_endpoint
+async def login(request: Request) -> Response:
+    svc = services(request)
+    start = await svc.login.start(return_to=request.query_params.get("return_to"),
+                                  binding_value=read_binding_cookie(request, svc.settings),
+                                  force_consent=request.query_params.get("prompt") == "login")
+    response = RedirectResponse(start.redirect_url, status_code=302, headers=NO_STORE)
+    set_binding_cookie(response, svc.settings, start.binding_value)
+    return response
+
+
+@html_endpoint
+async def callback(request: Request) -> Response:
+    svc = services(request)
+    result = await svc.login.finish(params=dict(request.query_params),
+                                    binding_value=read_binding_cookie(request, svc.settings))
+    response = RedirectResponse(result.return_to, status_code=303, headers=NO_STORE)
+    set_session_cookie(response, svc.settings, result.cookie_value)
+    return response

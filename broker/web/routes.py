@@ -1,0 +1,18 @@
+"""The route table: one line per path. openapi.yaml mirrors it (a test keeps the two identical)."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from broker.web import gateway, health, pages, wellknown
+
+ROUTES = [
+    Route("/", pages.home, methods=["GET"]),
+    Route("/login", pages.login, methods=["GET"]),
+    Route("/callback", pages.callback, methods=["GET"]),
+    Route("/auth/verify", gateway.verify, methods=["GET"]),
+    Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
+    Route("/.well-known/openid-configuration", wellknown.openid_configuration, methods=["GET"]),
+    Route("/healthz", health.healthz, methods=["GET"]),
+    Route("/readyz", health.readyz, methods=["GET"]),
+]

@@ -1,0 +1,27 @@
+"""The flows and settings a request handler may use, reached through the application's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+from starlette.templating import Jinja2Templates
+
+from broker.config import Settings
+from broker.flows.discovery import Discovery
+from broker.flows.login import LoginFlow
+from broker.flows.sessions import SessionService
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    login: LoginFlow
+    sessions: SessionService
+    discovery: Discovery
+    templates: Jinja2Templates
+
+
+def services(request: HTTPConnection) -> Services:
+    found: Services = request.app.state.services
+    return found
