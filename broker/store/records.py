@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import asdict
@@ -9,7 +10,7 @@ from typing import Any, cast
 
 from broker.domain import Identity, LoginAttempt, ProviderTokens, Session
 from broker.store.keys import KeySpace
-from broker.store.redis import RedisClient, translated_errors
+from broker.store.redis import RedisClient, WatchError, translated_errors
 from broker.store.vault import Vault
 
 # Read a session and slide its idle expiry in the same round trip. The write happens at most once per
@@ -172,3 +173,27 @@ class Records:
             pipe.zrem(self.keys.user_sessions(user_id), sid)
             deleted, _ = await pipe.execute()
         return bool(deleted)
+
+    # Maintenance.
+
+    async def reseal_all(self) -> int:
+        """Re-encrypt every sealed blob not under the vault's first key; returns how many changed."""
+        changed = 0
+        pattern = f"{self.keys.prefix}{{u:*}}:tiktok"
+        async with translated_errors():
+            async for key in self.client.scan_iter(match=pattern, count=500):
+                blob = await self.client.get(key)
+                if blob is None or not self.vault.needs_reseal(str(blob)):
+                    continue
+                fresh = self.vault.seal(self.vault.open(str(blob), bound_to=str(key)), bound_to=str(key))
+                # Compare-and-set: a login that rewrote the blob meanwhile wins, its blob is already fresh.
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key)
+                    if await pipe.get(key) != blob:
+                        continue
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, fresh, keepttl=True)
+                    with contextlib.suppress(WatchError):  # rewritten concurrently: leave it
+                        await pipe.execute()
+                        changed += 1
+        return changed

@@ -14,6 +14,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import WatchError
+
+__all__ = ["RedisClient", "WatchError", "create_redis", "parse_redis_url", "ping", "translated_errors"]
 
 from broker.errors import ConfigError, StoreUnavailable
 

@@ -1,0 +1,65 @@
+"""Shared fixtures: a real redis-server for the whole run, signing keys, settings, and live servers."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from broker.clock import SystemClock
+from broker.config import Secret, Settings, VaultKey
+from broker.signing.keyring import create_key
+from broker.store.embedded import EmbeddedRedis, free_port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server (from PATH, or the bundled one) on a free loopback port, for the whole run."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "keys"
+    create_key(directory, alg="ES256", activate_at=SystemClock().now() - 1, clock=SystemClock(), jwks_max_age=300)
+    return directory
+
+
+def vault_key(kid: str = "test") -> VaultKey:
+    return VaultKey(kid, os.urandom(32))
+
+
+def vault_entry(key: VaultKey) -> str:
+    return f"{key.kid}:{base64.urlsafe_b64encode(key.key).rstrip(b'=').decode()}"
+
+
+@pytest.fixture
+def base_settings(redis_url: str, keys_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        issuer="http://127.0.0.1:8080", redis_url=Secret(redis_url), data_dir=tmp_path / "data",
+        keys_dir=keys_dir, vault_keys=(vault_key(),), tiktok_client_key="emulator-client-key",
+        tiktok_client_secret=Secret("emulator-client-secret"), tiktok_timeout=3.0,
+        allowed_return_urls=("https://app.example.com",),
+    )
