@@ -116,9 +116,13 @@ class Records:
         """The user id for this open_id: the existing one, or `candidate` if this login is the first."""
         index = self.keys.open_id_index(open_id)
         async with translated_errors():
-            # SET NX GET: one round trip, and two first logins racing agree on a single user id.
-            previous = await self.client.set(index, candidate, nx=True, get=True)
-        return str(previous) if previous else candidate
+            # SETNX then GET in one transaction: one round trip, and racing first logins agree on one id.
+            # (SET NX GET would do it in one command, but needs Redis 7.)
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.setnx(index, candidate)
+                pipe.get(index)
+                _, winner = await pipe.execute()
+        return str(winner)
 
     async def save_login(self, user_id: str, identity: Identity, tokens: ProviderTokens,
                          session: Session, now: float) -> None:
@@ -142,8 +146,8 @@ class Records:
             pipe.pexpireat(session_key, _ms(min(session.expires_at, session.idle_expires_at)))
             pipe.zadd(index_key, {session.sid: session.expires_at})
             pipe.zremrangebyscore(index_key, "-inf", now)
-            pipe.pexpireat(index_key, _ms(session.expires_at), gt=True)
-            pipe.pexpireat(index_key, _ms(session.expires_at), nx=True)
+            # Every session lives at most the same absolute TTL, so the newest one ends last.
+            pipe.pexpireat(index_key, _ms(session.expires_at))
             await pipe.execute()
 
     async def get_user(self, user_id: str) -> dict[str, str]:
