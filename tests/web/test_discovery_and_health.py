@@ -1,0 +1,80 @@
+"""JWKS (cacheable, ETag, 304), discovery, probes, and failing closed when Redis is away."""
+
+from __future__ import annotations
+
+import httpx
+import jwt
+from jwt import PyJWKSet
+
+from broker.app import create_app
+from broker.config import Secret, Settings
+from broker.store.embedded import free_port
+
+
+async def test_jwks_is_cacheable_with_etag_and_304(client: httpx.AsyncClient) -> None:
+    first = await client.get("/.well-known/jwks.json")
+    assert first.status_code == 200
+    assert first.headers["cache-control"].startswith("public, max-age=300")
+    etag = first.headers["etag"]
+    keys = PyJWKSet.from_dict(first.json())
+    assert len(keys.keys) == 1 and keys.keys[0].key_id
+    again = await client.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = await client.get("/.well-known/jwks.json", headers={"If-None-Match": '"something-else"'})
+    assert other.status_code == 200 and other.content == first.content
+
+
+async def test_discovery_names_issuer_and_jwks(client: httpx.AsyncClient, base_settings: Settings) -> None:
+    document = (await client.get("/.well-known/openid-configuration")).json()
+    assert document["issuer"] == base_settings.issuer
+    assert document["jwks_uri"] == f"{base_settings.issuer}/.well-known/jwks.json"
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"redis": "ok", "signing_key": "ok"}
+
+
+async def test_unknown_paths_and_methods_answer_json_errors(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nope")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    wrong = await client.post("/auth/verify")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+
+
+async def test_verify_without_credentials_is_401_with_login_hint(client: httpx.AsyncClient) -> None:
+    response = await client.get("/auth/verify", headers={"X-Original-URL": "https://app.example.com/x"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_token"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["location"] == (
+        "http://127.0.0.1:8080/login?return_to=https%3A%2F%2Fapp.example.com%2Fx")
+
+
+async def test_verify_rejects_forged_and_garbage_bearers(client: httpx.AsyncClient) -> None:
+    forged = jwt.encode({"sub": "x"}, "a-long-enough-hmac-secret-for-pyjwt-0123456789", algorithm="HS256")
+    for token in (forged, "garbage", "a.b.c"):
+        response = await client.get("/auth/verify", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, token
+        assert response.json()["error"] == "invalid_token"
+
+
+async def test_redis_down_means_503_with_retry_after_never_500(base_settings: Settings) -> None:
+    dead = base_settings.with_overrides(redis_url=Secret(f"redis://127.0.0.1:{free_port()}/0"))
+    app = create_app(dead)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+            base_url="http://127.0.0.1:8080") as http:
+        http.cookies.set("broker_session", "A" * 22 + "." + "B" * 43)
+        verify = await http.get("/auth/verify")
+        assert verify.status_code == 503 and verify.headers["retry-after"]
+        assert verify.json()["error"] == "temporarily_unavailable"
+        login = await http.get("/login")
+        assert login.status_code == 503 and login.headers["retry-after"]
+        assert "text/html" in login.headers["content-type"]
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "unreachable"
+        # The JWKS needs no Redis: downstream verification keeps working.
+        assert (await http.get("/.well-known/jwks.json")).status_code == 200
