@@ -1,0 +1,127 @@
+"""Broker access JWTs (RFC 9068 profile): issue with the active key, verify against published keys only."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+
+import jwt
+
+from broker.clock import Clock
+from broker.domain import IssuedToken
+from broker.errors import InvalidToken
+from broker.signing.keyring import KeyRing
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a password)
+_ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scope")
+# Far above any token we issue; stops a huge header from costing a base64 and JSON parse.
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class TokenService:
+    """Signs and verifies the broker's access JWTs; the clock, not the host's time, decides validity."""
+
+    def __init__(self, keyring: KeyRing, *, issuer: str, audience: str, ttl: int, leeway: int,
+                 clock: Clock) -> None:
+        if not 0 < ttl <= keyring.max_token_lifetime:
+            # A token outliving the key ring's retention would outlive its key in the JWKS.
+            raise ValueError(f"ttl {ttl} must be between 1 and the key ring's max_token_lifetime")
+        self._keyring = keyring
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl = ttl
+        self._leeway = leeway
+        self._clock = clock
+        self._jws = jwt.PyJWS()
+
+    def __repr__(self) -> str:
+        return f"TokenService(issuer={self._issuer!r}, audience={self._audience!r}, ttl={self._ttl})"
+
+    def issue(self, *, sub: str, sid: str, scope: str, extra: Mapping[str, object] | None = None,
+              audience: str | None = None, ttl: int | None = None) -> IssuedToken:
+        """Sign an access token with the active key; extra claims (tiktok_open_id, name...) may not
+        replace registered ones."""
+        lifetime = self._ttl if ttl is None else ttl
+        if not 0 < lifetime <= self._keyring.max_token_lifetime:
+            raise ValueError(f"ttl {lifetime} must be between 1 and the key ring's max_token_lifetime")
+        if extra:
+            clash = sorted(set(extra) & set(REQUIRED_CLAIMS))
+            if clash:
+                raise ValueError(f"extra claims may not replace {', '.join(clash)}")
+        key = self._keyring.signing_key()
+        now = int(self._clock.now())
+        claims: dict[str, object] = dict(extra or {})
+        claims.update({
+            "iss": self._issuer, "sub": sub, "aud": audience or self._audience, "exp": now + lifetime,
+            "iat": now, "nbf": now, "jti": secrets.token_urlsafe(16), "sid": sid, "scope": scope,
+        })
+        token = jwt.encode(claims, key.private_key, algorithm=key.alg,
+                           headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+        return IssuedToken(token=token, claims=claims, expires_at=float(now + lifetime))
+
+    def verify(self, token: str, *, audience: str | None = None) -> dict[str, object]:
+        """The claims of a valid access token; InvalidToken (with a short reason) for anything else."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken("malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("malformed token") from None
+        # jku, x5u, jwk and x5c are never read: the key comes from our own key ring, by kid only.
+        if "crit" in header or "b64" in header:
+            raise InvalidToken("unsupported token header")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("token has no key id")
+        key = self._keyring.verification_key(kid)
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        # The key decides the algorithm; the header only has to agree with it.
+        if header.get("alg") != key.alg:
+            raise InvalidToken("algorithm not allowed for this key")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
+            raise InvalidToken("not an access token")
+        try:
+            decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
+            claims = json.loads(decoded["payload"])
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("bad signature or malformed token") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken("malformed token")
+        self._check_claims(claims, audience or self._audience)
+        return claims
+
+    def _check_claims(self, claims: dict[str, object], audience: str) -> None:
+        for name in REQUIRED_CLAIMS:
+            if name not in claims:
+                raise InvalidToken(f"token has no {name} claim")
+        for name in ("sub", "jti", "sid"):
+            value = claims[name]
+            if not isinstance(value, str) or not value:
+                raise InvalidToken(f"token has a malformed {name} claim")
+        if not isinstance(claims["scope"], str):
+            raise InvalidToken("token has a malformed scope claim")
+        exp, nbf, iat = claims["exp"], claims["nbf"], claims["iat"]
+        if not (_number(exp) and _number(nbf) and _number(iat)):
+            raise InvalidToken("token has a malformed time claim")
+        assert isinstance(exp, int | float) and isinstance(nbf, int | float) and isinstance(iat, int | float)
+        now = self._clock.now()
+        if now >= exp + self._leeway:
+            raise InvalidToken("token expired")
+        if nbf > now + self._leeway:
+            raise InvalidToken("token not yet valid")
+        if iat > now + self._leeway:
+            raise InvalidToken("token issued in the future")
+        if claims["iss"] != self._issuer:
+            raise InvalidToken("wrong issuer")
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if audience not in audiences:
+            raise InvalidToken("wrong audience")
