@@ -16,6 +16,7 @@ is not shaped like a kid. Every problem is reported, each naming its file, in on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -111,12 +112,26 @@ def _published_jwk(public_key: PublicKey, alg: str) -> tuple[str, dict[str, str]
     return kid, {**jwk, "kid": kid, "alg": alg, "use": "sig"}
 
 
-def _read_key(pem_path: Path, meta_path: Path) -> SigningKey:
-    """Parse one key pair; ValueError carries a message that names no secret."""
-    try:
-        data = pem_path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read key file ({exc.strerror})") from None
+@dataclass(frozen=True, eq=False)
+class _Parsed:
+    alg: str
+    kid: str
+    private_key: PrivateKey = field(repr=False)
+    public_key: PublicKey = field(repr=False)
+    jwk: dict[str, str] = field(repr=False)
+
+
+# Parsed PEMs by SHA-256 of the file's bytes. Parsing validates RSA keys, which costs ~0.1 s per key; a
+# reload after `broker keys new` must not pay that again for every unchanged key.
+ParseCache = dict[bytes, _Parsed]
+
+
+def _parse_pem(data: bytes, known: ParseCache, used: ParseCache) -> _Parsed:
+    digest = hashlib.sha256(data).digest()
+    parsed = known.get(digest)
+    if parsed is not None:
+        used[digest] = parsed
+        return parsed
     try:
         loaded = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -125,6 +140,18 @@ def _read_key(pem_path: Path, meta_path: Path) -> SigningKey:
     alg, private_key = _check_key(loaded)
     public_key = private_key.public_key()
     kid, jwk = _published_jwk(public_key, alg)
+    parsed = used[digest] = _Parsed(alg=alg, kid=kid, private_key=private_key, public_key=public_key, jwk=jwk)
+    return parsed
+
+
+def _read_key(pem_path: Path, meta_path: Path, known: ParseCache, used: ParseCache) -> SigningKey:
+    """Parse one key pair; ValueError carries a message that names no secret."""
+    try:
+        data = pem_path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read key file ({exc.strerror})") from None
+    parsed = _parse_pem(data, known, used)
+    alg, kid = parsed.alg, parsed.kid
     if pem_path.stem != kid:
         raise ValueError(f"file name does not match the key's thumbprint {kid}")
     try:
@@ -152,15 +179,18 @@ def _read_key(pem_path: Path, meta_path: Path) -> SigningKey:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("signing key file %s is readable by others (mode %o); use 0600", pem_path, mode & 0o777)
     return SigningKey(kid=kid, alg=alg, activate_at=activate_at, created_at=created_at, path=pem_path,
-                      private_key=private_key, public_key=public_key, jwk=jwk)
+                      private_key=parsed.private_key, public_key=parsed.public_key, jwk=parsed.jwk)
 
 
 def _relevant(name: str) -> bool:
     return not name.startswith(".") and (name.endswith(".pem") or name.endswith(".json"))
 
 
-def load_keys(keys_dir: Path) -> list[SigningKey]:
-    """Every key pair in the directory (none if it does not exist); ConfigError lists every bad file."""
+def load_keys(keys_dir: Path, cache: ParseCache | None = None) -> list[SigningKey]:
+    """Every key pair in the directory (none if it does not exist); ConfigError lists every bad file.
+
+    With a cache, PEMs seen before are not parsed again, and entries for vanished files are dropped.
+    """
     if not keys_dir.exists():
         return []
     if not keys_dir.is_dir():
@@ -171,6 +201,7 @@ def load_keys(keys_dir: Path) -> list[SigningKey]:
         raise ConfigError([f"{keys_dir}: cannot list the keys directory ({exc.strerror})"]) from None
     keys: list[SigningKey] = []
     problems: list[str] = []
+    used: ParseCache = {}
     for name in names:
         path = keys_dir / name
         if name.endswith(".json"):
@@ -179,9 +210,12 @@ def load_keys(keys_dir: Path) -> list[SigningKey]:
                 problems.append(f"{path}: metadata without its key file {stem}.pem")
             continue
         try:
-            keys.append(_read_key(path, path.with_suffix(".json")))
+            keys.append(_read_key(path, path.with_suffix(".json"), cache or {}, used))
         except ValueError as exc:
             problems.append(f"{path}: {exc}")
+    if cache is not None:  # keep exactly the PEMs still present
+        cache.clear()
+        cache.update(used)
     if problems:
         raise ConfigError(problems)
     return keys

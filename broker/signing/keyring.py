@@ -27,7 +27,15 @@ from typing import Literal
 from broker.clock import Clock
 from broker.errors import BrokerError, ConfigError
 from broker.signing.jwks import JwksDocument
-from broker.signing.keyfiles import ALGORITHMS, SigningKey, delete_key, fingerprint, load_keys, write_key
+from broker.signing.keyfiles import (
+    ALGORITHMS,
+    ParseCache,
+    SigningKey,
+    delete_key,
+    fingerprint,
+    load_keys,
+    write_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +132,9 @@ class KeyRing:
         self._clock = clock
         self._retention = max_token_lifetime + jwks_max_age
         self._rescan_interval = rescan_interval
+        self._parsed: ParseCache = {}
         self._fingerprint = fingerprint(self.keys_dir)
-        self._keys = load_keys(self.keys_dir)
+        self._keys = load_keys(self.keys_dir, self._parsed)
         self._checked_at = clock.now()
         self._view: _View | None = None
         self._documents: dict[tuple[str, ...], JwksDocument] = {}
@@ -145,7 +154,7 @@ class KeyRing:
             return False
         self._fingerprint = current
         try:
-            keys = load_keys(self.keys_dir)
+            keys = load_keys(self.keys_dir, self._parsed)
         except ConfigError as exc:
             log.error("keys directory %s has problems, keeping the previous keys: %s", self.keys_dir,
                       "; ".join(exc.problems))

@@ -115,13 +115,12 @@ class Records:
     async def claim_user_id(self, open_id: str, candidate: str) -> str:
         """The user id for this open_id: the existing one, or `candidate` if this login is the first."""
         index = self.keys.open_id_index(open_id)
-        async with translated_errors():
-            # SETNX then GET in one transaction: one round trip, and racing first logins agree on one id.
-            # (SET NX GET would do it in one command, but needs Redis 7.)
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.setnx(index, candidate)
-                pipe.get(index)
-                _, winner = await pipe.execute()
+        # SETNX then GET in one transaction: one round trip, and racing first logins agree on one id.
+        # (SET NX GET would do it in one command, but needs Redis 7.)
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.setnx(index, candidate)
+            pipe.get(index)
+            _, winner = await pipe.execute()
         return str(winner)
 
     async def save_login(self, user_id: str, identity: Identity, tokens: ProviderTokens,

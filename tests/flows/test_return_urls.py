@@ -53,7 +53,7 @@ REFUSED = [
     "/\n/evil.com",
     " https://app.example.com/",
     "https://app.example.com/\x00",
-    "https://аpp.example.com/",  # Cyrillic a
+    "https://аpp.example.com/",  # noqa: RUF001 - a Cyrillic "a", on purpose
     "ftp://app.example.com/",
     "evil.com",
     "https://" + "a" * 3000 + ".com/",
