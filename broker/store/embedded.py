@@ -50,12 +50,12 @@ class EmbeddedRedis:
     """
 
     def __init__(self, data_dir: Path, *, port: int | None = None, binary: str | None = None,
-                 appendonly: bool = True) -> None:
+                 appendonly: bool = True, password: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
-        self.password = secrets.token_urlsafe(24)
+        self.password = password or secrets.token_urlsafe(24)
         self._socket_dir: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
