@@ -51,7 +51,7 @@ class EmbeddedRedis:
 
     def __init__(self, data_dir: Path, *, port: int | None = None, binary: str | None = None,
                  appendonly: bool = True, password: str | None = None) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()  # redis-server changes into --dir, so relative paths would break
         self.port = port
         self.binary = binary or find_redis_server()
         self.appendonly = appendonly
@@ -90,12 +90,14 @@ class EmbeddedRedis:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start; see {self.data_dir / 'redis.log'}")
+                raise ConfigError([f"BROKER_REDIS_URL: not set, and the embedded redis-server exited at start; "
+                                   f"see {self.data_dir / 'redis.log'}"])
             if self._answers_ping():
                 return
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not start within {START_TIMEOUT:.0f}s")
+        raise ConfigError([f"BROKER_REDIS_URL: not set, and the embedded redis-server did not start within "
+                           f"{START_TIMEOUT:.0f}s; see {self.data_dir / 'redis.log'}"])
 
     def _answers_ping(self) -> bool:
         try:
