@@ -49,8 +49,10 @@ def _redis_for(settings: Settings) -> Iterator[Settings]:
     from broker.config import Secret
     from broker.store.embedded import EmbeddedRedis
 
-    with EmbeddedRedis(settings.data_dir / "redis") as server:
-        print(f"Embedded Redis running, persisting to {settings.data_dir / 'redis'}", file=sys.stderr)
+    # Absolute: redis-server changes into --dir before opening --logfile, so a relative path breaks it.
+    data_dir = (settings.data_dir / "redis").absolute()
+    with EmbeddedRedis(data_dir) as server:
+        print(f"Embedded Redis running, persisting to {data_dir}", file=sys.stderr)
         yield settings.with_overrides(redis_url=Secret(server.url))
 
 
@@ -90,7 +92,8 @@ def _signing_key_problem(settings: Settings) -> str | None:
     except ConfigError as exc:
         return "; ".join(exc.problems)
     except Exception as exc:  # NoActiveKey and friends: report, do not crash
-        return f"BROKER_KEYS_DIR: {exc} (create one with `broker keys new`)"
+        detail = getattr(exc, "log_detail", "") or str(exc)
+        return f"BROKER_KEYS_DIR: {detail}"
     return None
 
 

@@ -97,8 +97,11 @@ class Settings:
 
     @property
     def max_token_lifetime(self) -> int:
-        """The longest a broker-signed token lives; a retired signing key stays published this long."""
-        return self.access_token_ttl
+        """The longest a broker-signed token is accepted (its lifetime plus the leeway verifiers allow).
+
+        A retired signing key stays published this long (plus one JWKS max-age) after it stops signing.
+        """
+        return self.access_token_ttl + self.jwt_leeway
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

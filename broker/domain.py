@@ -62,6 +62,6 @@ class Session:
 class IssuedToken:
     """A signed broker access JWT with its claims."""
 
-    token: str
+    token: str = field(repr=False)
     claims: dict[str, object]
     expires_at: float

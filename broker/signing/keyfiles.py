@@ -175,7 +175,10 @@ def _read_key(pem_path: Path, meta_path: Path, known: ParseCache, used: ParseCac
         created_at = parse_instant(meta["created_at"]) if meta.get("created_at") is not None else None
     except ValueError as exc:
         raise ValueError(f"{meta_path.name}: {exc}") from None
-    mode = os.stat(pem_path).st_mode if pem_path.exists() else 0
+    try:
+        mode = os.stat(pem_path).st_mode
+    except OSError:
+        mode = 0
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("signing key file %s is readable by others (mode %o); use 0600", pem_path, mode & 0o777)
     return SigningKey(kid=kid, alg=alg, activate_at=activate_at, created_at=created_at, path=pem_path,

@@ -45,7 +45,8 @@ KeyState = Literal["pending", "active", "retired", "expired"]
 class NoActiveKey(BrokerError):
     """Nothing may sign yet: the keys directory is empty or holds only pending keys."""
 
-    default_description = "no active signing key; run `broker keys new`"
+    # People see the generic text; operators get the remedy in the log (and from `broker check-config`).
+    default_description = "The broker cannot sign tokens right now. Please try again later."
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ class KeyRing:
         """The key that signs now; NoActiveKey if there is none."""
         signer = self._current().signer
         if signer is None:
-            raise NoActiveKey(log_detail=f"no key in {self.keys_dir} has activate_at <= now")
+            raise NoActiveKey(log_detail=f"no active signing key in {self.keys_dir}; run `broker keys new`")
         return signer
 
     def verification_key(self, kid: str) -> SigningKey | None:
