@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -17,6 +19,13 @@ from broker.web.services import services
 CLAIMS_SHOWN = ("iss", "sub", "aud", "exp", "iat", "sid", "scope", "tiktok_open_id", "name")
 
 
+def _shown(name: str, value: object) -> str:
+    if name in ("exp", "iat") and isinstance(value, int | float):
+        moment = datetime.fromtimestamp(value, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return f"{value} ({moment})"
+    return str(value)
+
+
 @html_endpoint
 async def home(request: Request) -> Response:
     svc = services(request)
@@ -24,7 +33,7 @@ async def home(request: Request) -> Response:
     if session is None:
         return render_page(request, "home.html", {"signed_in": False})
     issued = svc.sessions.access_token_for(session)
-    claims = [(name, issued.claims[name]) for name in CLAIMS_SHOWN if name in issued.claims]
+    claims = [(name, _shown(name, issued.claims[name])) for name in CLAIMS_SHOWN if name in issued.claims]
     return render_page(request, "home.html", {"signed_in": True, "session": session, "claims": claims,
                                               "jwt": issued.token})
 
