@@ -1,0 +1,117 @@
+"""Sessions over time (a frozen clock): JWT reuse until 80% of its life, idle and absolute expiry, cookies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from broker.app import create_app
+from broker.clock import FrozenClock, SystemClock
+from broker.config import Settings
+from broker.emulator import EmulatorConfig, create_emulator_app
+
+EMULATOR = "http://emulator.test"
+
+
+@dataclass
+class InProcess:
+    broker: httpx.AsyncClient
+    tiktok: httpx.AsyncClient
+    clock: FrozenClock
+    settings: Settings
+
+
+def in_process(settings: Settings, clock: FrozenClock) -> tuple[object, object, httpx.AsyncClient]:
+    emulator = create_emulator_app(EmulatorConfig(redirect_uris=(settings.redirect_uri,), public_url=EMULATOR),
+                                   clock=clock)
+    tiktok = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=EMULATOR)
+    broker = create_app(settings, http_client=tiktok, clock=clock)
+    return broker, emulator, tiktok
+
+
+@pytest.fixture
+async def stack(base_settings: Settings) -> AsyncIterator[InProcess]:
+    clock = FrozenClock(SystemClock().now())
+    settings = base_settings.with_overrides(tiktok_authorize_url=f"{EMULATOR}/v2/auth/authorize/",
+                                            tiktok_api_url=EMULATOR, session_idle_ttl=3600, session_ttl=4 * 3600)
+    broker, _, tiktok = in_process(settings, clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broker),  # type: ignore[arg-type]
+                                 base_url=settings.issuer) as client:
+        yield InProcess(client, tiktok, clock, settings)
+    await tiktok.aclose()
+
+
+async def sign_in(stack: InProcess) -> str:
+    start = await stack.broker.get("/login")
+    page = await stack.tiktok.get(start.headers["location"])
+    request_id = re.search(r'name="request_id" value="([^"]+)"', page.text)
+    assert request_id
+    back = await stack.tiktok.post("/v2/auth/authorize/consent", data={
+        "request_id": request_id.group(1), "user": "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f",
+        "scope": ["user.info.basic"], "action": "allow"})
+    done = await stack.broker.get(back.headers["location"])
+    assert done.status_code == 303
+    return done.headers["set-cookie"]
+
+
+async def bearer(stack: InProcess) -> str | None:
+    response = await stack.broker.get("/auth/verify")
+    return response.headers.get("authorization") if response.status_code == 200 else None
+
+
+async def test_the_session_jwt_is_reused_until_80_percent_of_its_life(stack: InProcess) -> None:
+    await sign_in(stack)
+    ttl = stack.settings.access_token_ttl
+    first = await bearer(stack)
+    stack.clock.advance(ttl * 0.79)
+    assert await bearer(stack) == first
+    stack.clock.advance(ttl * 0.02)
+    second = await bearer(stack)
+    assert second is not None and second != first
+
+
+async def test_idle_sessions_end_and_use_keeps_them_alive(stack: InProcess) -> None:
+    await sign_in(stack)
+    for _ in range(3):  # 3 x 50 minutes of activity, beyond one idle period in total
+        stack.clock.advance(50 * 60)
+        assert await bearer(stack) is not None
+    stack.clock.advance(3601)
+    assert await bearer(stack) is None
+
+
+async def test_sessions_end_at_their_absolute_lifetime_even_when_used(stack: InProcess) -> None:
+    await sign_in(stack)
+    for _ in range(4):
+        stack.clock.advance(59 * 60)
+        assert await bearer(stack) is not None
+    stack.clock.advance(5 * 60)  # past 4 hours since login
+    assert await bearer(stack) is None
+
+
+async def test_a_jwt_never_outlives_its_session(stack: InProcess) -> None:
+    import jwt
+
+    await sign_in(stack)
+    session_end = stack.clock.now() + stack.settings.session_ttl
+    while stack.clock.now() < session_end - 50 * 60:  # kept alive by use, 50 minutes apart
+        stack.clock.advance(50 * 60)
+        assert await bearer(stack) is not None
+    stack.clock.set(session_end - 120)  # two minutes before the absolute end
+    token = await bearer(stack)
+    assert token is not None
+    claims = jwt.decode(token.removeprefix("Bearer "), options={"verify_signature": False})
+    assert claims["exp"] <= session_end
+
+
+async def test_https_issuers_get_host_prefixed_secure_cookies(base_settings: Settings) -> None:
+    settings = base_settings.with_overrides(issuer="https://auth.example.com")
+    app = create_app(settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.issuer) as client:
+        response = await client.get("/login")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-broker_login=")
+    assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
