@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -60,6 +61,21 @@ async def _serve_all(servers: Sequence[object]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))  # type: ignore[attr-defined]
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind (stopping an embedded Redis on the way) and exit 0."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _run_servers(servers: Sequence[object]) -> None:
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found; with the default
+    # one the process would die on the spot, leaving an embedded redis-server behind. Ours unwinds instead.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    asyncio.run(_serve_all(servers))
+
+
 def _uvicorn_server(app: object, host: str, port: int) -> object:
     import uvicorn
 
@@ -71,16 +87,40 @@ def _uvicorn_server(app: object, host: str, port: int) -> object:
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
-    settings = load_settings()
-    problems = production_problems(settings)
-    if problems:
+    settings, problems = _settings_and_problems()
+    if settings is None or problems:
         return _fail(problems, "Refusing to serve with unsafe settings (use `broker dev` on a laptop):")
+    with _redis_for(settings) as ready:
+        _run_servers([_uvicorn_server(create_app(ready), args.host, args.port)])
+    return 0
+
+
+def _variable(problem: str) -> str:
+    return problem.partition(":")[0]
+
+
+def _settings_and_problems() -> tuple[Settings | None, list[str]]:
+    """Settings with every problem `serve` refuses, all at once: bad values, unsafe values, no signing key.
+
+    When some variables do not parse, the others are still checked (read again without the bad ones), so
+    that one run names every variable to fix; settings is None only when even that fails.
+    """
+    problems: list[str] = []
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        problems = list(exc.problems)
+        named = {_variable(problem) for problem in problems}
+        try:
+            settings = load_settings({k: v for k, v in os.environ.items() if k not in named})
+        except ConfigError:
+            return None, problems
+    named = {_variable(problem) for problem in problems}
+    problems += [problem for problem in production_problems(settings) if _variable(problem) not in named]
     keys_problem = _signing_key_problem(settings)
     if keys_problem:
-        return _fail([keys_problem], "Refusing to serve:")
-    with _redis_for(settings) as ready:
-        asyncio.run(_serve_all([_uvicorn_server(create_app(ready), args.host, args.port)]))
-    return 0
+        problems.append(keys_problem)
+    return settings, problems
 
 
 def _signing_key_problem(settings: Settings) -> str | None:
@@ -118,11 +158,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if emulate:
             from broker.emulator import EmulatorConfig, create_emulator_app
 
+            # The emulated app has the broker's credentials: a key or secret set in the environment is honoured.
             emulator = create_emulator_app(EmulatorConfig(
+                client_key=ready.tiktok_client_key, client_secret=ready.tiktok_client_secret.reveal(),
                 redirect_uris=(ready.redirect_uri,), public_url=f"http://127.0.0.1:{args.emulator_port}"))
             servers.append(_uvicorn_server(emulator, "127.0.0.1", args.emulator_port))
         print(f"\n  Open {ready.issuer}/ and click \"Continue with TikTok\".\n", file=sys.stderr)
-        asyncio.run(_serve_all(servers))
+        _run_servers(servers)
     return 0
 
 
@@ -131,22 +173,15 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
     config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
                             public_url=f"http://{args.host}:{args.port}")
-    asyncio.run(_serve_all([_uvicorn_server(create_emulator_app(config), args.host, args.port)]))
+    _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        return _fail(exc.problems, "Configuration problems:")
-    problems = production_problems(settings)
-    keys_problem = _signing_key_problem(settings)
-    if keys_problem:
-        problems.append(keys_problem)
-    if settings.redis_url:
+    settings, problems = _settings_and_problems()
+    if settings is not None and settings.redis_url:
         problems += asyncio.run(_redis_problems(settings))
-    if problems:
+    if settings is None or problems:
         return _fail(problems, "Configuration problems:")
     print("Configuration OK" + ("" if settings.redis_url else " (Redis: embedded server)"))
     return 0
@@ -209,7 +244,16 @@ def cmd_vault(args: argparse.Namespace) -> int:
         return _fail(exc.problems, "Configuration problems:")
     if not settings.redis_url or not settings.vault_keys:
         return _fail(["BROKER_REDIS_URL and BROKER_VAULT_KEYS must both be set"], "Cannot rotate:")
-    count = asyncio.run(rotate_vault(settings))
+    from broker.errors import StoreUnavailable
+    from broker.store.vault import VaultError
+
+    try:
+        count = asyncio.run(rotate_vault(settings))
+    except VaultError as exc:  # a blob sealed with a key no longer listed (or a wrong key under a listed kid)
+        return _fail([f"BROKER_VAULT_KEYS: a stored token cannot be opened ({exc.log_detail}); keep every old key "
+                      "in the list until the rotation has finished"], "Cannot rotate:")
+    except StoreUnavailable:
+        return _fail(["BROKER_REDIS_URL: Redis did not answer"], "Cannot rotate:")
     print(f"re-encrypted {count} entries with key {settings.vault_keys[0].kid}")
     return 0
 
@@ -263,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return _fail(exc.problems, "Configuration problems:")
+    except _Terminated:
+        return 0
     except KeyboardInterrupt:
         return 130
 
