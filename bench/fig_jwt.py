@@ -1,0 +1,108 @@
+"""Figure: `TokenService.verify` on a broker access token vs the floor, a bare `cryptography` verify.
+
+The floor verifies the same signing input and signature with a pre-parsed public key; the signature is
+converted (ES256: raw r||s to DER) before timing, so the floor is the signature check and nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from bench.config import BenchConfig
+from bench.figures_api import Figure
+from bench.report import FigureResult, Table, num, ratio, spread
+from bench.stack import Stack
+from bench.stats import interleaved, median, ratios
+from bench.timing import calibrate, time_batch
+from broker.clock import SystemClock
+from broker.signing.keyring import KeyRing, create_key
+from broker.signing.tokens import TokenService
+
+ALGORITHMS = ("ES256", "EdDSA", "RS256")
+ISSUER = "http://127.0.0.1:8080"
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _floor(token: str, public_key: object) -> Callable[[], None]:
+    header, payload, signature = token.split(".")
+    message = f"{header}.{payload}".encode()
+    raw = _b64(signature)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        half = len(raw) // 2
+        der = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+        algorithm = ec.ECDSA(hashes.SHA256())
+        return lambda: public_key.verify(der, message, algorithm)
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return lambda: public_key.verify(raw, message)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        pad, digest = padding.PKCS1v15(), hashes.SHA256()
+        return lambda: public_key.verify(raw, message, pad, digest)
+    raise TypeError(f"unexpected key type {type(public_key).__name__}")
+
+
+def _sides(alg: str, keys_dir: Path) -> tuple[Callable[[], object], Callable[[], None]]:
+    clock = SystemClock()
+    create_key(keys_dir, alg=alg, activate_at=clock.now() - 1, clock=clock, jwks_max_age=300)
+    keyring = KeyRing(keys_dir, clock=clock, max_token_lifetime=300, jwks_max_age=300)
+    service = TokenService(keyring, issuer=ISSUER, audience=ISSUER, ttl=300, leeway=10, clock=clock)
+    # Shaped like a session's token (see SessionService.access_token_for).
+    token = service.issue(sub="u" * 22, sid="s" * 32, scope="user.info.basic user.info.profile",
+                          extra={"tiktok_open_id": "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f",
+                                 "name": "Mara Example"}).token
+    floor = _floor(token, keyring.signing_key().public_key)
+    floor()  # raises if the floor does not accept the token
+    assert service.verify(token)["sub"] == "u" * 22
+    return (lambda: service.verify(token)), floor
+
+
+@dataclass(frozen=True)
+class AlgResult:
+    broker_us: float
+    floor_us: float
+    ratio: float
+    batch_sizes: dict[str, int]
+    rounds: dict[str, list[float]]
+
+
+def _measure(alg: str, keys_dir: Path, config: BenchConfig) -> AlgResult:
+    broker, floor = _sides(alg, keys_dir)
+    counts = {"broker": calibrate(broker, config.jwt_batch_seconds),
+              "floor": calibrate(floor, config.jwt_batch_seconds)}
+    rounds = interleaved({"broker": lambda: time_batch(broker, counts["broker"]),
+                          "floor": lambda: time_batch(floor, counts["floor"])}, config.jwt_rounds)
+    per_round = ratios(rounds["broker"], rounds["floor"])
+    return AlgResult(median(rounds["broker"]), median(rounds["floor"]), median(per_round), counts,
+                     {**rounds, "ratio": per_round})
+
+
+def run(stack: Stack, config: BenchConfig) -> FigureResult:
+    rows: list[tuple[str, ...]] = []
+    data: dict[str, object] = {"unit": "us_per_op", "rounds": config.jwt_rounds}
+    with tempfile.TemporaryDirectory(prefix="bench-jwt-") as tmp:
+        for alg in ALGORITHMS:
+            found = _measure(alg, Path(tmp) / alg, config)
+            rows.append((alg, num(found.broker_us), num(found.floor_us), ratio(found.ratio),
+                         spread(found.rounds["ratio"]), num(found.broker_us - found.floor_us)))
+            data[alg] = asdict(found)
+    table = Table(
+        title=f"JWT verification in-process (µs/op, median of {config.jwt_rounds} interleaved rounds)",
+        headers=("alg", "broker µs", "floor µs", "ratio broker/floor", "ratio range", "overhead µs"),
+        rows=tuple(rows),
+        notes=("broker = TokenService.verify (header checks, PyJWT, claims); "
+               "floor = cryptography verify of the same bytes, key pre-parsed",),
+    )
+    return FigureResult("jwt_verify", (table,), data)
+
+
+FIGURE = Figure("jwt_verify", "JWT verification in-process, broker vs cryptography floor", run)

@@ -1,0 +1,13 @@
+"""Every figure `python -m bench` produces, in order. Adding one: write bench/fig_<name>.py with a FIGURE,
+then list it here."""
+
+from __future__ import annotations
+
+from bench import fig_jwt, fig_redis, fig_verify_http
+from bench.figures_api import Figure
+
+FIGURES: tuple[Figure, ...] = (
+    fig_jwt.FIGURE,
+    fig_verify_http.FIGURE,
+    fig_redis.FIGURE,
+)

@@ -1,0 +1,122 @@
+"""Everything the figures run against, each part started on first use and all stopped at the end.
+
+One real redis-server (EmbeddedRedis on a free loopback port), the TikTok emulator, the broker and the
+bare floor app, each a uvicorn child process with the same options (bench/serving.py). The broker reads
+its configuration from BROKER_* variables exactly as `broker serve` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from bench.processes import ServerProcess
+from broker.clock import SystemClock
+from broker.config import Settings, load_settings
+from broker.signing.keyring import create_key
+from broker.store.embedded import EmbeddedRedis, free_port
+
+SCOPES = "user.info.basic,user.info.profile"
+CLIENT_KEY = "emulator-client-key"
+CLIENT_SECRET = "emulator-client-secret"  # noqa: S105 (the emulator's published fake)
+BROKER_SLOTS = 2  # the emulator registers this many broker callbacks up front
+
+
+@dataclass(frozen=True)
+class Broker:
+    process: ServerProcess
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def port(self) -> int:
+        return self.process.port
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._exit = contextlib.ExitStack()
+        self.broker_ports = tuple(free_port() for _ in range(BROKER_SLOTS))
+        self.emulator_port = free_port()
+        self._vault_entry = "bench:" + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    @cached_property
+    def keys_dir(self) -> Path:
+        directory = self.workdir / "keys"
+        clock = SystemClock()
+        create_key(directory, alg="ES256", activate_at=clock.now() - 1, clock=clock, jwks_max_age=300)
+        return directory
+
+    @cached_property
+    def redis(self) -> EmbeddedRedis:
+        server = EmbeddedRedis(self.workdir / "redis", port=free_port())
+        server.start()
+        self._exit.callback(server.stop)
+        return server
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.emulator_port}"
+
+    def broker_env(self, port: int, redis_url: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+        env.update({
+            "BROKER_ISSUER": f"http://127.0.0.1:{port}",
+            "BROKER_REDIS_URL": redis_url,
+            "BROKER_KEYS_DIR": str(self.keys_dir),
+            "BROKER_DATA_DIR": str(self.workdir / "data"),
+            "BROKER_VAULT_KEYS": self._vault_entry,
+            "BROKER_TIKTOK_CLIENT_KEY": CLIENT_KEY,
+            "BROKER_TIKTOK_CLIENT_SECRET": CLIENT_SECRET,
+            "BROKER_TIKTOK_AUTHORIZE_URL": f"{self.emulator_url}/v2/auth/authorize/",
+            "BROKER_TIKTOK_API_URL": self.emulator_url,
+            "BROKER_TIKTOK_SCOPES": SCOPES,
+            "BROKER_TIKTOK_TIMEOUT": "10",
+        })
+        return env
+
+    def _start(self, process: ServerProcess) -> ServerProcess:
+        process.start()
+        self._exit.callback(process.stop)
+        return process
+
+    def start_broker(self, name: str, slot: int, redis_url: str | None = None) -> Broker:
+        """A broker child process on broker_ports[slot]; `redis_url` defaults to the real Redis."""
+        port = self.broker_ports[slot]
+        env = self.broker_env(port, redis_url or self.redis.url)
+        process = self._start(ServerProcess(name, "bench.serve_broker", port, log_dir=self.workdir / "logs",
+                                            env=env, ready_path="/healthz"))
+        # The bench process talks to Redis directly, never through a proxy it may be given.
+        settings = load_settings({**env, "BROKER_REDIS_URL": self.redis.url})
+        return Broker(process, settings)
+
+    @cached_property
+    def broker(self) -> Broker:
+        return self.start_broker("broker", 0)
+
+    @cached_property
+    def bare(self) -> ServerProcess:
+        return self._start(ServerProcess("bare", "bench.serve_bare", free_port(), log_dir=self.workdir / "logs",
+                                         ready_path="/auth/verify"))
+
+    @cached_property
+    def emulator(self) -> ServerProcess:
+        args: list[str] = []
+        for port in self.broker_ports:
+            args += ["--redirect-uri", f"http://127.0.0.1:{port}/callback"]
+        return self._start(ServerProcess("emulator", "bench.serve_emulator", self.emulator_port,
+                                         log_dir=self.workdir / "logs", args=args))
