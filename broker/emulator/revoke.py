@@ -8,7 +8,7 @@ from starlette.responses import Response
 from broker.emulator.endpoint import emulated
 from broker.emulator.responses import form_value, oauth_error, oauth_ok
 from broker.emulator.state import emulator
-from broker.emulator.token import client_authenticated, is_form
+from broker.emulator.token import client_form
 
 DEVELOPER_REVOKED = 5  # authorization.removed reason: "developer revoked authorization" (contract §6)
 
@@ -16,11 +16,9 @@ DEVELOPER_REVOKED = 5  # authorization.removed reason: "developer revoked author
 @emulated("revoke")
 async def revoke_endpoint(request: Request) -> Response:
     state = emulator(request)
-    if not is_form(request):
-        return oauth_error(request, "invalid_request", "The request parameters are malformed.")
-    form = await request.form()
-    if not client_authenticated(state, form):
-        return oauth_error(request, "invalid_client", "Client key or secret is invalid.")
+    form = await client_form(request, state)
+    if isinstance(form, Response):
+        return form
     token = form_value(form, "token")
     if not token:
         return oauth_error(request, "invalid_request", "Missing required parameter: token.")

@@ -31,6 +31,16 @@ def client_authenticated(state: EmulatorState, form: Any) -> bool:
             and hmac.compare_digest(secret.encode(), state.config.client_secret.encode()))
 
 
+async def client_form(request: Request, state: EmulatorState) -> Any:
+    """The form of an app-authenticated call (token, revoke), or the error Response TikTok would give."""
+    if not is_form(request):
+        return oauth_error(request, "invalid_request", "The request parameters are malformed.")
+    form = await request.form()
+    if not client_authenticated(state, form):
+        return oauth_error(request, "invalid_client", "Client key or secret is invalid.")
+    return form
+
+
 def _pair_json(pair: TokenPair) -> dict[str, Any]:
     return {
         "open_id": pair.open_id,
@@ -46,11 +56,9 @@ def _pair_json(pair: TokenPair) -> dict[str, Any]:
 @emulated("token")
 async def token_endpoint(request: Request) -> Response:
     state = emulator(request)
-    if not is_form(request):
-        return oauth_error(request, "invalid_request", "The request parameters are malformed.")
-    form = await request.form()
-    if not client_authenticated(state, form):
-        return oauth_error(request, "invalid_client", "Client key or secret is invalid.")
+    form = await client_form(request, state)
+    if isinstance(form, Response):
+        return form
     grant_type = form_value(form, "grant_type")
     if not grant_type:
         return oauth_error(request, "invalid_request", "Missing required parameter: grant_type.")
