@@ -78,6 +78,10 @@ class Settings:
     jwt_leeway: int = 10
     jwks_max_age: int = 300
     signing_alg: str = "ES256"
+    key_rotation_period: int = 0  # 0: keys rotate only by `broker keys new`
+    refresh_grace: int = 10
+    tiktok_refresh_margin: int = 300
+    tiktok_refresh_ahead: bool = False
     clients_file: Path | None = None
     webhook_urls: tuple[str, ...] = ()
     dev_mode: bool = False
@@ -147,6 +151,15 @@ def _seconds(low: int, high: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
 
 
 def _positive_float(value: str) -> float:
@@ -235,11 +248,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwt_leeway=r.get("JWT_LEEWAY", defaults.jwt_leeway, _seconds(0, 120)),
         jwks_max_age=r.get("JWKS_MAX_AGE", defaults.jwks_max_age, _seconds(0, 86400)),
         signing_alg=r.get("SIGNING_ALG", defaults.signing_alg, _signing_alg),
+        key_rotation_period=r.get("KEY_ROTATION_PERIOD", 0, _seconds(0, 366 * 86400)),
+        refresh_grace=r.get("REFRESH_GRACE", defaults.refresh_grace, _seconds(0, 60)),
+        tiktok_refresh_margin=r.get("TIKTOK_REFRESH_MARGIN", defaults.tiktok_refresh_margin, _seconds(0, 3600)),
+        tiktok_refresh_ahead=r.get("TIKTOK_REFRESH_AHEAD", False, _boolean),
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
     )
     if "user.info.basic" not in settings.tiktok_scopes:
         r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")
+    if 0 < settings.key_rotation_period < 2 * (settings.jwks_max_age + settings.max_token_lifetime):
+        r.problems.append("BROKER_KEY_ROTATION_PERIOD: must be 0 (off) or at least twice "
+                          "BROKER_JWKS_MAX_AGE + BROKER_ACCESS_TOKEN_TTL + BROKER_JWT_LEEWAY, so that each key "
+                          "is published before it signs and retired keys can be pruned")
     if settings.session_idle_ttl > settings.session_ttl:
         r.problems.append("BROKER_SESSION_IDLE_TTL: must not exceed BROKER_SESSION_TTL")
     if r.problems:
