@@ -11,6 +11,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.templating import Jinja2Templates
 
+from broker.clients import load_clients
 from broker.clock import Clock, SystemClock
 from broker.config import Settings
 from broker.errors import ConfigError
@@ -18,10 +19,12 @@ from broker.flows.discovery import Discovery
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.sessions import SessionPolicy, SessionService
+from broker.flows.tokens import TokenFlow, TokenPolicy
 from broker.providers.base import Provider
 from broker.providers.registry import create_provider
 from broker.signing.keyring import KeyRing
 from broker.signing.tokens import TokenService
+from broker.store.families import Families
 from broker.store.keys import KeySpace
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis
@@ -47,7 +50,9 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     owned_http = http_client is None
     http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
 
-    records = Records(redis_client, KeySpace(settings.redis_prefix), Vault(settings.vault_keys))
+    keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
+    records = Records(redis_client, keyspace, vault)
+    clients = load_clients(settings.clients_file)
     keyring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                       jwks_max_age=settings.jwks_max_age)
     tokens = TokenService(keyring, issuer=settings.issuer, audience=settings.token_audience,
@@ -57,14 +62,17 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,
         api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout)
     sessions = SessionService(records, tokens, SessionPolicy(settings.session_ttl, settings.session_idle_ttl,
-                                                             settings.access_token_ttl), clock)
+                                                             settings.access_token_ttl, settings.jwt_leeway), clock)
+    token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
+                           policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,
                       return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
                       policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
                       clock=clock)
     discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records,
                           signing_alg=settings.signing_alg)
-    services = Services(settings=settings, login=login, sessions=sessions, discovery=discovery,
+    services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
+                        discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)))
 
     @contextlib.asynccontextmanager

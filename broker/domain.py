@@ -56,6 +56,8 @@ class Session:
     open_id: str = ""
     name: str = ""
     picture: str = ""
+    kind: str = "browser"  # "browser": behind a cookie; "refresh": a refresh-token family
+    client_id: str = ""  # the OAuth client a refresh family was issued to ("" for the broker's own pages)
 
 
 @dataclass(frozen=True)
@@ -65,3 +67,13 @@ class IssuedToken:
     token: str = field(repr=False)
     claims: dict[str, object]
     expires_at: float
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    """What the token endpoint returns (RFC 6749 section 5.1)."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: int
+    scope: str

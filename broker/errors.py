@@ -4,6 +4,7 @@
     ├── InvalidRequest               400 invalid_request
     │   └── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
     ├── InvalidGrant                 400 invalid_grant
+    ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     ├── AccessDenied                 403 access_denied     (the user refused at TikTok)
@@ -50,6 +51,12 @@ class InvalidGrant(BrokerError):
     code = "invalid_grant"
     status = 400
     default_description = "The grant is invalid, expired or already used."
+
+
+class UnsupportedGrantType(BrokerError):
+    code = "unsupported_grant_type"
+    status = 400
+    default_description = "This grant type is not supported."
 
 
 class InvalidClient(BrokerError):

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from broker.errors import BrokerError, StoreUnavailable, Unavailable
+from broker.flows.tokens import SESSION_GRANT
 from broker.signing.jwks import JwksDocument
 from broker.signing.keyring import KeyRing
 from broker.store.records import Records
@@ -27,7 +28,13 @@ class Discovery:
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [signing_alg],
-            "token_endpoint_auth_methods_supported": [],
+            "token_endpoint": f"{issuer}/oauth/token",
+            "revocation_endpoint": f"{issuer}/oauth/revoke",
+            "introspection_endpoint": f"{issuer}/oauth/introspect",
+            "grant_types_supported": ["refresh_token", SESSION_GRANT],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scope",
                                  "tiktok_open_id", "name", "picture"],
             "scopes_supported": ["openid"],

@@ -39,6 +39,7 @@ class SessionPolicy:
     absolute_ttl: int
     idle_ttl: int
     access_token_ttl: int
+    leeway: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class SessionService:
         return NewSession(session, f"{user_id}.{secret}")
 
     async def resolve(self, cookie_value: str | None) -> Session | None:
-        """The live session behind a cookie, sliding its idle expiry; None for anything else."""
+        """The live browser session behind a cookie, sliding its idle expiry; None for anything else."""
         if not cookie_value:
             return None
         match = COOKIE_PATTERN.fullmatch(cookie_value)
@@ -78,10 +79,14 @@ class SessionService:
             return None
         user_id, secret = match.groups()
         sid = session_id_for(secret)
-        session = await self.records.touch_session(user_id, sid, self.clock.now(), self.policy.idle_ttl,
-                                                   TOUCH_INTERVAL)
+        cached = self._jwt_cache.get(sid)
+        session, cached_revoked = await self.records.touch_session(
+            user_id, sid, self.clock.now(), self.policy.idle_ttl, TOUCH_INTERVAL,
+            cached_jti=str(cached.claims["jti"]) if cached else None)
+        if cached_revoked:
+            self.forget(sid)  # its JWT was revoked (RFC 7009): the next one is minted afresh
         # The key name already binds user id and sid; comparing again guards against a corrupted record.
-        if session is None or not hmac.compare_digest(session.user_id, user_id):
+        if session is None or session.kind != "browser" or not hmac.compare_digest(session.user_id, user_id):
             return None
         return session
 
@@ -94,18 +99,29 @@ class SessionService:
             if now < issued_at + (cached.expires_at - issued_at) * REUSE_FRACTION:
                 self._jwt_cache.move_to_end(session.sid)
                 return cached
+        issued = self.mint(session)
+        self._jwt_cache[session.sid] = issued
+        if len(self._jwt_cache) > TOKEN_CACHE_SIZE:
+            self._jwt_cache.popitem(last=False)
+        return issued
+
+    def mint(self, session: Session, *, audience: str | None = None) -> IssuedToken:
+        """A new access JWT for a session or family, never outliving it."""
+        now = self.clock.now()
         extra: dict[str, object] = {"tiktok_open_id": session.open_id}
         if session.name:
             extra["name"] = session.name
         if session.picture:
             extra["picture"] = session.picture
+        if session.client_id:
+            extra["client_id"] = session.client_id
         ttl = max(1, min(self.policy.access_token_ttl, int(min(session.expires_at, session.idle_expires_at) - now)))
-        issued = self.tokens.issue(sub=session.user_id, sid=session.sid, scope=" ".join(session.scopes),
-                                   extra=extra, ttl=ttl)
-        self._jwt_cache[session.sid] = issued
-        if len(self._jwt_cache) > TOKEN_CACHE_SIZE:
-            self._jwt_cache.popitem(last=False)
-        return issued
+        return self.tokens.issue(sub=session.user_id, sid=session.sid, scope=" ".join(session.scopes),
+                                 extra=extra, ttl=ttl, audience=audience)
+
+    @property
+    def tokens_leeway(self) -> int:
+        return self.policy.leeway
 
     def verify_bearer(self, token: str) -> dict[str, object]:
         """Claims of a broker access JWT presented as a bearer token; InvalidToken otherwise."""

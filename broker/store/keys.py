@@ -36,5 +36,20 @@ class KeySpace:
     def user_sessions(self, user_id: str) -> str:
         return f"{self.user_tag(user_id)}:sessions"
 
+    def refresh_used(self, user_id: str, sid: str) -> str:
+        """Hashes of a refresh family's spent tokens: presenting one again means the family leaked."""
+        return f"{self.user_tag(user_id)}:rtu:{sid}"
+
+    def refresh_grace(self, user_id: str, token_hash: str) -> str:
+        """The sealed successor pair of a just-rotated refresh token, kept for the grace window only."""
+        return f"{self.user_tag(user_id)}:rtg:{token_hash}"
+
+    def denied_jti(self, user_id: str, jti: str) -> str:
+        return f"{self.user_tag(user_id)}:dj:{jti}"
+
+    def denied_subject(self, user_id: str) -> str:
+        # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
+        return f"{self.prefix}deny:sub:{digest(user_id)}"
+
     def readiness_probe(self) -> str:
         return f"{self.prefix}readyz"

@@ -43,7 +43,7 @@ async def verify(request: Request) -> Response:
     bearer = _bearer(request)
     if bearer is not None:
         try:
-            claims = svc.sessions.verify_bearer(bearer)
+            claims = await svc.tokens.check_access_token(bearer)
         except InvalidToken as error:
             return json_error(error, extra_headers={"Location": _login_hint(svc, request)})
         return _allowed(bearer, claims)

@@ -55,7 +55,9 @@ def error_headers(error: BrokerError) -> dict[str, str]:
     headers = dict(NO_STORE)
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
-    if error.status == 401:
+    if error.code == "invalid_client":
+        headers["WWW-Authenticate"] = 'Basic realm="tiktok-broker"'
+    elif error.status == 401:
         headers["WWW-Authenticate"] = f'Bearer error="{error.code}"'
     return headers
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from broker.web import gateway, health, pages, wellknown
+from broker.web import gateway, health, oauth, pages, wellknown
 
 ROUTES = [
     Route("/", pages.home, methods=["GET"]),
     Route("/login", pages.login, methods=["GET"]),
     Route("/callback", pages.callback, methods=["GET"]),
     Route("/auth/verify", gateway.verify, methods=["GET"]),
+    Route("/oauth/token", oauth.token, methods=["POST"]),
+    Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
+    Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
     Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
     Route("/.well-known/openid-configuration", wellknown.openid_configuration, methods=["GET"]),
     Route("/healthz", health.healthz, methods=["GET"]),

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.templating import Jinja2Templates
 
+from broker.clients import ClientRegistry
 from broker.config import Settings
 from broker.flows.discovery import Discovery
 from broker.flows.login import LoginFlow
 from broker.flows.sessions import SessionService
+from broker.flows.tokens import TokenFlow
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class Services:
     settings: Settings
     login: LoginFlow
     sessions: SessionService
+    tokens: TokenFlow
+    clients: ClientRegistry
     discovery: Discovery
     templates: Jinja2Templates
 

@@ -69,11 +69,11 @@ async def test_save_login_seals_tokens_and_the_session_slides(records: Records, 
     assert await records.get_tiktok_tokens(uid) == tokens()
     assert (await records.get_user(uid))["display_name"] == "Mara"
 
-    touched = await records.touch_session(uid, "s" * 32, NOW + 120, 3600, 60)
+    touched, _ = await records.touch_session(uid, "s" * 32, NOW + 120, 3600, 60)
     assert touched is not None and touched.last_seen == NOW + 120 and touched.idle_expires_at == NOW + 120 + 3600
-    untouched = await records.touch_session(uid, "s" * 32, NOW + 130, 3600, 60)
+    untouched, _ = await records.touch_session(uid, "s" * 32, NOW + 130, 3600, 60)
     assert untouched is not None and untouched.last_seen == NOW + 120  # inside the touch interval: a pure read
-    assert await records.touch_session(uid, "s" * 32, NOW + 120 + 3600, 3600, 60) is None  # idle expiry
+    assert (await records.touch_session(uid, "s" * 32, NOW + 120 + 3600, 3600, 60))[0] is None  # idle expiry
     assert redis_sync.exists(f"broker:{{u:{uid}}}:s:{'s' * 32}") == 0
 
 

@@ -1,0 +1,162 @@
+"""The broker's own token lifecycle: refresh-token families, rotation with reuse detection, RFC 7009
+revocation, RFC 7662 introspection, and access-token checks that honour every denylist."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass, replace
+
+from broker.clients import Client
+from broker.clock import Clock
+from broker.domain import Session, TokenPair
+from broker.errors import InvalidClient, InvalidGrant, InvalidToken
+from broker.flows.sessions import SessionService
+from broker.store.families import Families
+
+log = logging.getLogger("broker.tokens")
+
+REFRESH_PREFIX = "brt1"
+# How a signed-in browser page obtains its first token pair: POST /oauth/token from a trusted origin, with the cookie.
+SESSION_GRANT = "urn:tiktok-broker:params:oauth:grant-type:session-cookie"
+# brt1.<user id>.<family id>.<secret>: the user id finds the Redis slot, the family id the record.
+REFRESH_PATTERN = re.compile(r"^brt1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{32})\.([A-Za-z0-9_-]{43})$")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    grace: int  # seconds a just-rotated refresh token still returns the pair it produced
+    idle_ttl: int
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    user_id: str
+    sid: str
+    hash: str
+
+
+def parse_refresh_token(token: str) -> RefreshToken | None:
+    match = REFRESH_PATTERN.fullmatch(token)
+    if match is None:
+        return None
+    return RefreshToken(match.group(1), match.group(2), token_hash(token))
+
+
+class TokenFlow:
+    def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock) -> None:
+        self.families = families
+        self.sessions = sessions
+        self.policy = policy
+        self.clock = clock
+
+    def _new_refresh_token(self, session: Session) -> str:
+        return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
+
+    def _pair(self, family: Session, refresh_token: str, audience: str | None) -> TokenPair:
+        issued = self.sessions.mint(family, audience=audience)
+        return TokenPair(access_token=issued.token, refresh_token=refresh_token,
+                         expires_in=max(1, int(issued.expires_at - self.clock.now())), scope=" ".join(family.scopes))
+
+    async def start_family(self, parent: Session, *, client: Client | None = None) -> TokenPair:
+        """A new refresh family for a signed-in user; it cannot outlive the login it came from."""
+        now = self.clock.now()
+        family = replace(parent, sid=secrets.token_urlsafe(24), created_at=now, last_seen=now,
+                         idle_expires_at=min(now + self.policy.idle_ttl, parent.expires_at), kind="refresh",
+                         client_id=client.client_id if client else "")
+        refresh_token = self._new_refresh_token(family)
+        await self.families.create(family, token_hash(refresh_token))
+        log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
+        return self._pair(family, refresh_token, client.audience if client else None)
+
+    async def refresh(self, presented: str, *, client: Client | None) -> TokenPair:
+        """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family."""
+        parsed = parse_refresh_token(presented)
+        loaded = await self.families.load(parsed.user_id, parsed.sid) if parsed else None
+        if parsed is None or loaded is None or loaded[0].kind != "refresh":
+            raise InvalidGrant("The refresh token is invalid or expired.")
+        family, _ = loaded
+        self._check_client(family, client)
+        successor = self._new_refresh_token(family)
+        pair = self._pair(family, successor, client.audience if client else None)
+        status, replayed = await self.families.rotate(
+            family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
+            idle_ttl=self.policy.idle_ttl)
+        if status == "rotated":
+            return pair
+        if status == "replayed" and replayed is not None:
+            return replayed  # parallel tabs presenting the same token get the same answer
+        if status == "reused":
+            log.warning("refresh token reused after its grace window: family revoked",
+                        extra={"user_id": family.user_id, "sid": family.sid})
+            raise InvalidGrant("The refresh token was already used; the session has been ended.")
+        raise InvalidGrant("The refresh token is invalid or expired.")
+
+    @staticmethod
+    def _check_client(family: Session, client: Client | None) -> None:
+        if family.client_id and (client is None or client.client_id != family.client_id):
+            raise InvalidGrant("The refresh token was issued to another client.")
+        if not family.client_id and client is not None:
+            raise InvalidGrant("The refresh token was issued to another client.")
+
+    async def revoke(self, token: str, *, client: Client | None) -> None:
+        """RFC 7009: end a refresh family, or denylist an access JWT until it expires. Unknown tokens: no-op."""
+        parsed = parse_refresh_token(token)
+        if parsed is not None:
+            loaded = await self.families.load(parsed.user_id, parsed.sid)
+            if loaded is None or not await self.families.was_issued(parsed.user_id, parsed.sid, parsed.hash):
+                return
+            if not self._owned_by(loaded[0].client_id, client):
+                log.info("revocation by another client ignored", extra={"sid": parsed.sid})
+                return
+            await self.families.end(parsed.user_id, parsed.sid)
+            self.sessions.forget(parsed.sid)
+            return
+        try:
+            claims = self.sessions.verify_bearer(token)
+        except InvalidToken:
+            return  # garbage, forged or already expired: nothing left to revoke
+        if not self._owned_by(str(claims.get("client_id", "")), client):
+            return
+        await self.families.deny_jti(str(claims["sub"]), str(claims["jti"]),
+                                     float(str(claims["exp"])) + self.sessions.tokens_leeway)
+
+    @staticmethod
+    def _owned_by(owner: str, client: Client | None) -> bool:
+        return not owner or (client is not None and client.client_id == owner)
+
+    async def check_access_token(self, token: str) -> dict[str, object]:
+        """Claims of a valid broker access JWT whose session lives and that no denylist names."""
+        claims = self.sessions.verify_bearer(token)
+        state = await self.families.access_state(str(claims["sub"]), str(claims["sid"]), str(claims["jti"]))
+        if state != "ok":
+            raise InvalidToken("The token has been revoked.", log_detail=state)
+        return claims
+
+    async def introspect(self, token: str) -> dict[str, object]:
+        """RFC 7662: {"active": false} for anything not currently valid, else what the token stands for."""
+        parsed = parse_refresh_token(token)
+        if parsed is not None:
+            loaded = await self.families.load(parsed.user_id, parsed.sid)
+            if loaded is None or loaded[1].get("rt") != parsed.hash:
+                return {"active": False}
+            family = loaded[0]
+            if self.clock.now() >= min(family.expires_at, family.idle_expires_at):
+                return {"active": False}
+            answer: dict[str, object] = {"active": True, "token_type": "refresh_token", "sub": family.user_id,
+                                         "sid": family.sid, "scope": " ".join(family.scopes),
+                                         "exp": int(family.expires_at), "iat": int(family.created_at)}
+            if family.client_id:
+                answer["client_id"] = family.client_id
+            return answer
+        try:
+            claims = await self.check_access_token(token)
+        except (InvalidToken, InvalidClient):
+            return {"active": False}
+        return {"active": True, "token_type": "access_token", **claims}

@@ -1,0 +1,149 @@
+"""Refresh-token families and denylists in Redis: rotation with a grace window, reuse detection, revocation.
+
+A family is a session record of kind "refresh" whose field `rt` holds the SHA-256 of the current refresh token.
+Rotation, replay inside the grace window and reuse after it are decided in one Lua script, so fifty parallel
+refreshes of one token see one consistent order. Spent token hashes are kept (the last 128) only to tell a
+leaked old token (revoke the family) from a made-up one that merely names the family (ignore it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any, cast
+
+from broker.domain import Session, TokenPair
+from broker.store.keys import KeySpace
+from broker.store.records import session_from_pairs, session_to_hash
+from broker.store.redis import RedisClient, translated_errors
+from broker.store.vault import Vault, VaultError
+
+USED_KEPT = 128
+
+ROTATE = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return {'unknown'} end
+local s = {}
+for i = 1, #fields, 2 do s[fields[i]] = fields[i + 1] end
+local now = tonumber(ARGV[1])
+local presented = ARGV[2]
+local grace = tonumber(ARGV[5])
+local function revoke()
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('ZREM', KEYS[4], s['sid'])
+end
+if s['kind'] ~= 'refresh' or now >= tonumber(s['expires_at']) or now >= tonumber(s['idle_expires_at']) then
+  if s['kind'] == 'refresh' then revoke() end
+  return {'unknown'}
+end
+if presented == s['rt'] then
+  local idle = math.min(now + tonumber(ARGV[6]), tonumber(s['expires_at']))
+  redis.call('HSET', KEYS[1], 'rt', ARGV[3], 'rt_prev', presented, 'rt_rotated_at', ARGV[1],
+             'last_seen', ARGV[1], 'idle_expires_at', tostring(idle))
+  redis.call('PEXPIREAT', KEYS[1], math.floor(idle * 1000))
+  redis.call('LPUSH', KEYS[2], presented)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
+  redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
+  if grace > 0 then redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000)) end
+  return {'rotated'}
+end
+if presented == s['rt_prev'] and now - tonumber(s['rt_rotated_at']) <= grace then
+  local pair = redis.call('GET', KEYS[3])
+  if pair then return {'replayed', pair} end
+end
+local spent = false
+for _, used in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if used == presented then spent = true end
+end
+if spent then
+  revoke()
+  return {'reused'}
+end
+return {'unknown'}
+"""
+
+def _ms(instant: float) -> int:
+    return math.ceil(instant * 1000)
+
+
+class Families:
+    def __init__(self, client: RedisClient, keys: KeySpace, vault: Vault) -> None:
+        self.client = client
+        self.keys = keys
+        self.vault = vault
+        self._rotate = client.register_script(ROTATE)
+
+    async def create(self, session: Session, token_hash: str) -> None:
+        """A new family: its session record with the first token's hash, listed among the user's sessions."""
+        key = self.keys.session(session.user_id, session.sid)
+        index = self.keys.user_sessions(session.user_id)
+        record = {**session_to_hash(session), "rt": token_hash, "rt_prev": "", "rt_rotated_at": "0"}
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=cast(Any, record))
+            pipe.pexpireat(key, _ms(min(session.expires_at, session.idle_expires_at)))
+            pipe.zadd(index, {session.sid: session.expires_at})
+            pipe.pexpireat(index, _ms(session.expires_at))
+            await pipe.execute()
+
+    async def load(self, user_id: str, sid: str) -> tuple[Session, dict[str, str]] | None:
+        """The session or family and its raw fields (the refresh-token hashes among them)."""
+        async with translated_errors():
+            raw = cast(dict[str, str], await cast(Any, self.client).hgetall(self.keys.session(user_id, sid)))
+        if not raw:
+            return None
+        return session_from_pairs([item for pair in raw.items() for item in pair]), raw
+
+    async def rotate(self, session: Session, presented_hash: str, new_hash: str, pair: TokenPair, *,
+                     now: float, grace: int, idle_ttl: int) -> tuple[str, TokenPair | None]:
+        """("rotated", None) | ("replayed", the pair handed out inside the grace window) | ("reused", None)
+        when a spent token came back (the family is gone now) | ("unknown", None)."""
+        grace_key = self.keys.refresh_grace(session.user_id, presented_hash)
+        sealed = self.vault.seal(json.dumps(asdict(pair)).encode(), bound_to=grace_key) if grace else ""
+        keys = [self.keys.session(session.user_id, session.sid), self.keys.refresh_used(session.user_id, session.sid),
+                grace_key, self.keys.user_sessions(session.user_id)]
+        async with translated_errors():
+            result = await self._rotate(keys=keys, args=[repr(now), presented_hash, new_hash, sealed, grace,
+                                                          idle_ttl, USED_KEPT])
+        status = str(result[0])
+        if status != "replayed":
+            return status, None
+        try:
+            data = json.loads(self.vault.open(str(result[1]), bound_to=grace_key))
+        except (VaultError, ValueError):
+            return "unknown", None
+        return status, TokenPair(**data)
+
+    async def was_issued(self, user_id: str, sid: str, token_hash: str) -> bool:
+        """Whether this hash is the family's current or a spent token (revocation needs proof of possession)."""
+        key = self.keys.session(user_id, sid)
+        async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(key, "rt")
+            pipe.lrange(self.keys.refresh_used(user_id, sid), 0, -1)
+            current, spent = await pipe.execute()
+        return token_hash == current or token_hash in (spent or [])
+
+    async def end(self, user_id: str, sid: str) -> bool:
+        """Delete a session or family with everything that hangs off it."""
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.session(user_id, sid), self.keys.refresh_used(user_id, sid))
+            pipe.zrem(self.keys.user_sessions(user_id), sid)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def deny_jti(self, user_id: str, jti: str, until: float) -> None:
+        async with translated_errors():
+            await self.client.set(self.keys.denied_jti(user_id, jti), "1", pxat=_ms(until))
+
+    async def access_state(self, user_id: str, sid: str, jti: str) -> str:
+        """"ok", "no_session", "jti_denied" or "sub_denied": every denylist, in one round trip."""
+        async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.session(user_id, sid))
+            pipe.exists(self.keys.denied_jti(user_id, jti))
+            pipe.exists(self.keys.denied_subject(user_id))
+            session_exists, jti_denied, sub_denied = await pipe.execute()
+        if sub_denied:
+            return "sub_denied"
+        if jti_denied:
+            return "jti_denied"
+        return "ok" if session_exists else "no_session"

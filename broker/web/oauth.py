@@ -1,0 +1,148 @@
+"""OAuth endpoints: /oauth/token (refresh, session-cookie grant), /oauth/revoke (RFC 7009), /oauth/introspect
+(RFC 7662). Client authentication (RFC 6749 section 2.3.1) and the CSRF guard of the cookie grant live here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import asdict
+from urllib.parse import unquote, urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker.clients import Client
+from broker.domain import TokenPair
+from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from broker.flows.tokens import SESSION_GRANT
+from broker.web.cookies import read_session_cookie
+from broker.web.render import NO_STORE
+from broker.web.services import Services, services
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def _form(request: Request) -> FormData:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+        raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
+    form = await request.form()
+    for name in set(form.keys()):
+        if len(form.getlist(name)) > 1:
+            raise InvalidRequest(f"The parameter {name} appears more than once.")  # RFC 6749 section 3.2
+    return form
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClient("Malformed Basic credentials.") from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise InvalidClient("Malformed Basic credentials.")
+    return unquote(client_id), unquote(secret)
+
+
+def authenticate_client(svc: Services, request: Request, form: FormData, *, required: bool) -> Client | None:
+    """The calling client, by Basic header or form fields (never both); None when none is named."""
+    basic = _basic_credentials(request)
+    form_id, form_secret = _text(form, "client_id"), _text(form, "client_secret")
+    if basic is not None and (form_secret is not None or (form_id and form_id != basic[0])):
+        raise InvalidRequest("Use one client authentication method, not two.")
+    client_id, secret = basic if basic is not None else (form_id, form_secret)
+    if client_id is None:
+        if required:
+            raise InvalidClient("Client authentication is required.")
+        return None
+    client = svc.clients.authenticate(client_id, secret)
+    if required and not client.confidential:
+        raise InvalidClient("Only confidential clients may use this endpoint.")
+    expected = "client_secret_basic" if basic is not None else ("client_secret_post" if secret else "none")
+    if client.auth_method != expected:
+        raise InvalidClient(f"This client authenticates with {client.auth_method}.")
+    return client
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def trusted_origins(svc: Services) -> frozenset[str]:
+    return frozenset({_origin(svc.settings.issuer), *(_origin(url) for url in svc.settings.allowed_return_urls)})
+
+
+def _cors(svc: Services, request: Request) -> dict[str, str]:
+    """Let allowlisted web apps read token responses; everyone else gets no CORS headers at all."""
+    origin = request.headers.get("origin")
+    if origin and origin.lower() in trusted_origins(svc):
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+    return {}
+
+
+def _token_response(svc: Services, request: Request, body: dict[str, object]) -> Response:
+    return JSONResponse(body, headers={**NO_STORE, **_cors(svc, request)})
+
+
+async def token(request: Request) -> Response:
+    svc = services(request)
+    form = await _form(request)
+    grant_type = _text(form, "grant_type")
+    if grant_type is None:
+        raise InvalidRequest("grant_type is required.")
+    if grant_type == "refresh_token":
+        client = authenticate_client(svc, request, form, required=False)
+        refresh_token = _text(form, "refresh_token")
+        if refresh_token is None:
+            raise InvalidRequest("refresh_token is required.")
+        pair = await svc.tokens.refresh(refresh_token, client=client)
+    elif grant_type == SESSION_GRANT:
+        pair = await _session_grant(svc, request)
+    else:
+        raise UnsupportedGrantType()
+    body = {**asdict(pair), "token_type": "Bearer"}
+    return _token_response(svc, request, body)
+
+
+async def _session_grant(svc: Services, request: Request) -> TokenPair:
+    """First token pair for a signed-in browser. CSRF guard: the request must come from a trusted origin
+    (browsers set Origin on every cross-site POST and scripts cannot forge it)."""
+    origin = request.headers.get("origin")
+    if not origin or origin.lower() not in trusted_origins(svc):
+        raise InvalidRequest("This grant is only available to pages on trusted origins.",
+                             log_detail=f"session grant from origin {origin!r}")
+    session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
+    if session is None:
+        raise InvalidGrant("No signed-in session.")
+    return await svc.tokens.start_family(session)
+
+
+async def revoke(request: Request) -> Response:
+    svc = services(request)
+    form = await _form(request)
+    client = authenticate_client(svc, request, form, required=False)
+    token_value = _text(form, "token")
+    if token_value is None:
+        raise InvalidRequest("token is required.")
+    await svc.tokens.revoke(token_value, client=client)
+    # RFC 7009 section 2.2: 200 whether or not the token was known, so callers learn nothing from it.
+    return Response(status_code=200, headers={**NO_STORE, **_cors(svc, request)})
+
+
+async def introspect(request: Request) -> Response:
+    svc = services(request)
+    form = await _form(request)
+    authenticate_client(svc, request, form, required=True)
+    token_value = _text(form, "token")
+    if token_value is None:
+        raise InvalidRequest("token is required.")
+    return JSONResponse(await svc.tokens.introspect(token_value), headers=NO_STORE)
