@@ -11,6 +11,7 @@ from typing import Any, cast
 from broker.domain import Identity, LoginAttempt, ProviderTokens, Session
 from broker.store.keys import KeySpace
 from broker.store.redis import RedisClient, WatchError, translated_errors
+from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
 
 # Read a session and slide its idle expiry in the same round trip. The write happens at most once per
@@ -30,28 +31,31 @@ if now >= expires_at or now >= idle_expires_at then
   return nil
 end
 if now - tonumber(s['last_seen']) >= interval then
-  local new_idle = now + idle
+  local new_idle = math.min(now + idle, expires_at)
   redis.call('HSET', KEYS[1], 'last_seen', ARGV[1], 'idle_expires_at', tostring(new_idle))
-  redis.call('PEXPIREAT', KEYS[1], math.floor(math.min(new_idle, expires_at) * 1000))
+  redis.call('PEXPIREAT', KEYS[1], math.floor(new_idle * 1000))
   for i = 1, #fields, 2 do
     if fields[i] == 'last_seen' then fields[i + 1] = ARGV[1] end
     if fields[i] == 'idle_expires_at' then fields[i + 1] = tostring(new_idle) end
   end
 end
-return fields
+-- KEYS[2], when given, is the denylist entry of the JWT this process has cached for the session.
+local cached_jti_denied = 0
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then cached_jti_denied = 1 end
+return {fields, cached_jti_denied}
 """
 
 SESSION_FIELDS = ("sid", "user_id", "created_at", "last_seen", "expires_at", "idle_expires_at", "scopes",
                   "open_id", "name", "picture")
 
 
-def _session_to_hash(session: Session) -> dict[str, str]:
+def session_to_hash(session: Session) -> dict[str, str]:
     data = asdict(session)
     data["scopes"] = ",".join(session.scopes)
     return {key: str(value) for key, value in data.items()}
 
 
-def _session_from_pairs(pairs: list[str]) -> Session:
+def session_from_pairs(pairs: list[str]) -> Session:
     data = dict(zip(pairs[::2], pairs[1::2], strict=True))
     return Session(
         sid=data["sid"], user_id=data["user_id"], created_at=float(data["created_at"]),
@@ -59,22 +63,13 @@ def _session_from_pairs(pairs: list[str]) -> Session:
         idle_expires_at=float(data["idle_expires_at"]),
         scopes=tuple(s for s in data.get("scopes", "").split(",") if s),
         open_id=data.get("open_id", ""), name=data.get("name", ""), picture=data.get("picture", ""),
+        kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
     )
 
 
-def _tokens_to_json(tokens: ProviderTokens) -> bytes:
-    data = asdict(tokens)
-    data["scopes"] = sorted(tokens.scopes)
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-def _tokens_from_json(raw: bytes) -> ProviderTokens:
-    data = json.loads(raw)
-    return ProviderTokens(
-        subject=data["subject"], access_token=data["access_token"], refresh_token=data["refresh_token"],
-        expires_at=float(data["expires_at"]), refresh_expires_at=float(data["refresh_expires_at"]),
-        scopes=frozenset(data["scopes"]),
-    )
+def _tiktok_tokens(records: Records) -> TikTokTokenStore:
+    # The TikTok token blob (format, version, index) is owned by TikTokTokenStore; this is a cheap view on it.
+    return TikTokTokenStore(records.client, records.keys, records.vault)
 
 
 def _ms(instant: float) -> int:
@@ -127,7 +122,7 @@ class Records:
                          session: Session, now: float) -> None:
         """Profile, sealed TikTok tokens and the new session, all in one transaction in the user's slot."""
         user_key = self.keys.user(user_id)
-        tokens_key = self.keys.tiktok_tokens(user_id)
+        tiktok = _tiktok_tokens(self)
         session_key = self.keys.session(user_id, session.sid)
         index_key = self.keys.user_sessions(user_id)
         profile = {
@@ -136,39 +131,41 @@ class Records:
             "username": identity.username or "", "scopes": ",".join(sorted(tokens.scopes)),
             "updated_at": str(now),
         }
-        sealed = self.vault.seal(_tokens_to_json(tokens), bound_to=tokens_key)
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.hsetnx(user_key, "created_at", str(now))
             pipe.hset(user_key, mapping=cast(Any, profile))
-            pipe.set(tokens_key, sealed, pxat=_ms(max(tokens.refresh_expires_at, now + 1)))
-            pipe.hset(session_key, mapping=cast(Any, _session_to_hash(session)))
+            tiktok.queue_initial(pipe, user_id, tokens, now)
+            pipe.hset(session_key, mapping=cast(Any, session_to_hash(session)))
             pipe.pexpireat(session_key, _ms(min(session.expires_at, session.idle_expires_at)))
             pipe.zadd(index_key, {session.sid: session.expires_at})
             pipe.zremrangebyscore(index_key, "-inf", now)
             # Every session lives at most the same absolute TTL, so the newest one ends last.
             pipe.pexpireat(index_key, _ms(session.expires_at))
             await pipe.execute()
+        await tiktok.track(user_id, tokens.expires_at)
 
     async def get_user(self, user_id: str) -> dict[str, str]:
         async with translated_errors():
             return cast(dict[str, str], await cast(Any, self.client).hgetall(self.keys.user(user_id)))
 
     async def get_tiktok_tokens(self, user_id: str) -> ProviderTokens | None:
-        key = self.keys.tiktok_tokens(user_id)
-        async with translated_errors():
-            blob = await self.client.get(key)
-        if blob is None:
-            return None
-        return _tokens_from_json(self.vault.open(str(blob), bound_to=key))
+        stored = await _tiktok_tokens(self).get(user_id)
+        return None if stored is None else stored.tokens
 
     # Sessions.
 
-    async def touch_session(self, user_id: str, sid: str, now: float, idle_ttl: int,
-                            touch_interval: int) -> Session | None:
+    async def touch_session(self, user_id: str, sid: str, now: float, idle_ttl: int, touch_interval: int,
+                            cached_jti: str | None = None) -> tuple[Session | None, bool]:
+        """The live session (idle expiry slid), and whether the JWT cached for it has been revoked."""
+        keys = [self.keys.session(user_id, sid)]
+        if cached_jti:
+            keys.append(self.keys.denied_jti(user_id, cached_jti))
         async with translated_errors():
-            pairs = await self._touch(keys=[self.keys.session(user_id, sid)],
-                                      args=[repr(now), idle_ttl, touch_interval])
-        return _session_from_pairs(pairs) if pairs else None
+            result = await self._touch(keys=keys, args=[repr(now), idle_ttl, touch_interval])
+        if not result:
+            return None, False
+        pairs, cached_jti_denied = result
+        return session_from_pairs(pairs), bool(cached_jti_denied)
 
     async def delete_session(self, user_id: str, sid: str) -> bool:
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
