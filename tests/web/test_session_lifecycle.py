@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from broker.app import create_app
-from broker.clock import FrozenClock, SystemClock
 from broker.config import Settings
-from broker.emulator import EmulatorConfig, create_emulator_app
-
-EMULATOR = "http://emulator.test"
-
-
-@dataclass
-class InProcess:
-    broker: httpx.AsyncClient
-    tiktok: httpx.AsyncClient
-    clock: FrozenClock
-    settings: Settings
-
-
-def in_process(settings: Settings, clock: FrozenClock) -> tuple[object, object, httpx.AsyncClient]:
-    emulator = create_emulator_app(EmulatorConfig(redirect_uris=(settings.redirect_uri,), public_url=EMULATOR),
-                                   clock=clock)
-    tiktok = httpx.AsyncClient(transport=httpx.ASGITransport(app=emulator), base_url=EMULATOR)
-    broker = create_app(settings, http_client=tiktok, clock=clock)
-    return broker, emulator, tiktok
+from tests.support.inprocess import InProcess, in_process
 
 
 @pytest.fixture
 async def stack(base_settings: Settings) -> AsyncIterator[InProcess]:
-    clock = FrozenClock(SystemClock().now())
-    settings = base_settings.with_overrides(tiktok_authorize_url=f"{EMULATOR}/v2/auth/authorize/",
-                                            tiktok_api_url=EMULATOR, session_idle_ttl=3600, session_ttl=4 * 3600)
-    broker, _, tiktok = in_process(settings, clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broker),  # type: ignore[arg-type]
-                                 base_url=settings.issuer) as client:
-        yield InProcess(client, tiktok, clock, settings)
-    await tiktok.aclose()
+    async with in_process(base_settings, session_idle_ttl=3600, session_ttl=4 * 3600) as running:
+        yield running
 
 
-async def sign_in(stack: InProcess) -> str:
-    start = await stack.broker.get("/login")
-    page = await stack.tiktok.get(start.headers["location"])
-    request_id = re.search(r'name="request_id" value="([^"]+)"', page.text)
-    assert request_id
-    back = await stack.tiktok.post("/v2/auth/authorize/consent", data={
-        "request_id": request_id.group(1), "user": "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f",
-        "scope": ["user.info.basic"], "action": "allow"})
-    done = await stack.broker.get(back.headers["location"])
-    assert done.status_code == 303
-    return done.headers["set-cookie"]
+async def sign_in(stack: InProcess) -> None:
+    await stack.sign_in()
 
 
 async def bearer(stack: InProcess) -> str | None:
