@@ -10,35 +10,13 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 
-from broker.clock import SystemClock
-from broker.config import Settings, load_settings, production_problems
+from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fail, parse_instant, settings_and_problems
+from broker.config import Settings, load_settings
 from broker.errors import ConfigError
 
 DEV_EMULATOR_PORT = 8081
 log = logging.getLogger("broker")
-
-
-def _fail(problems: Sequence[str], heading: str) -> int:
-    print(heading, file=sys.stderr)
-    for problem in problems:
-        print(f"  - {problem}", file=sys.stderr)
-    return 2
-
-
-def _parse_instant(value: str) -> float:
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {value!r}") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-12-01T00:00:00Z")
-    return moment.timestamp()
-
-
-def _iso(instant: float) -> str:
-    return datetime.fromtimestamp(instant, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @contextlib.contextmanager
@@ -87,54 +65,12 @@ def _uvicorn_server(app: object, host: str, port: int) -> object:
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
-    settings, problems = _settings_and_problems()
+    settings, problems = settings_and_problems()
     if settings is None or problems:
-        return _fail(problems, "Refusing to serve with unsafe settings (use `broker dev` on a laptop):")
+        return fail(problems, "Refusing to serve with unsafe settings (use `broker dev` on a laptop):")
     with _redis_for(settings) as ready:
         _run_servers([_uvicorn_server(create_app(ready), args.host, args.port)])
     return 0
-
-
-def _variable(problem: str) -> str:
-    return problem.partition(":")[0]
-
-
-def _settings_and_problems() -> tuple[Settings | None, list[str]]:
-    """Settings with every problem `serve` refuses, all at once: bad values, unsafe values, no signing key.
-
-    When some variables do not parse, the others are still checked (read again without the bad ones), so
-    that one run names every variable to fix; settings is None only when even that fails.
-    """
-    problems: list[str] = []
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        problems = list(exc.problems)
-        named = {_variable(problem) for problem in problems}
-        try:
-            settings = load_settings({k: v for k, v in os.environ.items() if k not in named})
-        except ConfigError:
-            return None, problems
-    named = {_variable(problem) for problem in problems}
-    problems += [problem for problem in production_problems(settings) if _variable(problem) not in named]
-    keys_problem = _signing_key_problem(settings)
-    if keys_problem:
-        problems.append(keys_problem)
-    return settings, problems
-
-
-def _signing_key_problem(settings: Settings) -> str | None:
-    from broker.signing.keyring import KeyRing
-
-    try:
-        KeyRing(settings.keys_dir, clock=SystemClock(), max_token_lifetime=settings.max_token_lifetime,
-                jwks_max_age=settings.jwks_max_age).signing_key()
-    except ConfigError as exc:
-        return "; ".join(exc.problems)
-    except Exception as exc:  # NoActiveKey and friends: report, do not crash
-        detail = getattr(exc, "log_detail", "") or str(exc)
-        return f"BROKER_KEYS_DIR: {detail}"
-    return None
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -147,7 +83,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(env).with_overrides(dev_mode=True)
     except ConfigError as exc:
-        return _fail(exc.problems, "Configuration problems:")
+        return fail(exc.problems, "Configuration problems:")
     from broker.devsetup import ensure_signing_key
 
     created = ensure_signing_key(settings)
@@ -177,87 +113,6 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, problems = _settings_and_problems()
-    if settings is not None and settings.redis_url:
-        problems += asyncio.run(_redis_problems(settings))
-    if settings is None or problems:
-        return _fail(problems, "Configuration problems:")
-    print("Configuration OK" + ("" if settings.redis_url else " (Redis: embedded server)"))
-    return 0
-
-
-async def _redis_problems(settings: Settings) -> list[str]:
-    from broker.store.redis import create_redis, ping
-
-    try:
-        client = create_redis(settings.redis_url.reveal())
-        try:
-            await ping(client)
-        finally:
-            await client.aclose()
-    except ConfigError as exc:
-        return exc.problems
-    except Exception as exc:
-        return [f"BROKER_REDIS_URL: Redis did not answer ({type(exc).__name__})"]
-    return []
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    from broker.signing.keyring import create_key, list_keys, prune_keys
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        return _fail(exc.problems, "Configuration problems:")
-    clock = SystemClock()
-    try:
-        if args.keys_command == "new":
-            info = create_key(settings.keys_dir, alg=args.alg or settings.signing_alg, activate_at=args.activate_at,
-                              clock=clock, jwks_max_age=settings.jwks_max_age)
-            print(f"created {info.kid} ({info.alg}), signs from {_iso(info.activate_at)}")
-        elif args.keys_command == "list":
-            for status in list_keys(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
-                                    jwks_max_age=settings.jwks_max_age):
-                until = f", published until {_iso(status.expires_at)}" if status.expires_at else ""
-                print(f"{status.kid}  {status.alg:6}  {status.state:8}  signs from {_iso(status.activate_at)}{until}")
-        else:
-            removed = prune_keys(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
-                                 jwks_max_age=settings.jwks_max_age)
-            print("\n".join(f"removed {kid}" for kid in removed) or "nothing to prune")
-    except ConfigError as exc:
-        return _fail(exc.problems, "Key problems:")
-    return 0
-
-
-def cmd_vault(args: argparse.Namespace) -> int:
-    from broker.store.vault import new_vault_key_entry
-
-    if args.vault_command == "new-key":
-        print(new_vault_key_entry(args.kid))
-        return 0
-    from broker.devsetup import rotate_vault
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        return _fail(exc.problems, "Configuration problems:")
-    if not settings.redis_url or not settings.vault_keys:
-        return _fail(["BROKER_REDIS_URL and BROKER_VAULT_KEYS must both be set"], "Cannot rotate:")
-    from broker.errors import StoreUnavailable
-    from broker.store.vault import VaultError
-
-    try:
-        count = asyncio.run(rotate_vault(settings))
-    except VaultError as exc:  # a blob sealed with a key no longer listed (or a wrong key under a listed kid)
-        return _fail([f"BROKER_VAULT_KEYS: a stored token cannot be opened ({exc.log_detail}); keep every old key "
-                      "in the list until the rotation has finished"], "Cannot rotate:")
-    except StoreUnavailable:
-        return _fail(["BROKER_REDIS_URL: Redis did not answer"], "Cannot rotate:")
-    print(f"re-encrypted {count} entries with key {settings.vault_keys[0].kid}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="broker", description="TikTok identity broker")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="create a key (published now, signing after one JWKS max-age)")
     new.add_argument("--alg", choices=["ES256", "EdDSA", "RS256"], default=None)
-    new.add_argument("--activate-at", type=_parse_instant, default=None, help="ISO-8601 time it starts signing")
+    new.add_argument("--activate-at", type=parse_instant, default=None, help="ISO-8601 time it starts signing")
     keys_sub.add_parser("list", help="show keys and their state")
     keys_sub.add_parser("prune", help="delete keys that no live token can need")
     keys.set_defaults(func=cmd_keys)
@@ -295,7 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     vault_sub.add_parser("rotate", help="re-encrypt every stored token with the first key")
     vault.set_defaults(func=cmd_vault)
 
-    check = sub.add_parser("check-config", help="validate settings, keys and Redis without serving")
+    clients = sub.add_parser("clients", help="OAuth clients for BROKER_CLIENTS_FILE")
+    clients_sub = clients.add_subparsers(dest="clients_command", required=True)
+    new_client = clients_sub.add_parser("new", help="print a new client entry (and its secret, once)")
+    new_client.add_argument("--client-id", required=True)
+    new_client.add_argument("--redirect-uri", action="append", default=[])
+    new_client.add_argument("--scope", action="append", default=[])
+    new_client.add_argument("--audience", default=None)
+    new_client.add_argument("--public", action="store_true", help="no secret (browser or mobile apps, PKCE)")
+    new_client.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"],
+                            default="client_secret_basic")
+    clients.set_defaults(func=cmd_clients)
+
+    check = sub.add_parser("check-config", help="validate settings, keys, clients and Redis without serving")
     check.set_defaults(func=cmd_check_config)
     return parser
 
@@ -306,10 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        return _fail(exc.problems, "Configuration problems:")
+        return fail(exc.problems, "Configuration problems:")
     except _Terminated:
         return 0
     except KeyboardInterrupt:
         return 130
+
 
 

@@ -62,8 +62,9 @@ class TokenFlow:
 
     def _pair(self, family: Session, refresh_token: str, audience: str | None) -> TokenPair:
         issued = self.sessions.mint(family, audience=audience)
-        return TokenPair(access_token=issued.token, refresh_token=refresh_token,
-                         expires_in=max(1, math.ceil(issued.expires_at - self.clock.now())), scope=" ".join(family.scopes))
+        expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
+        return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
+                         scope=" ".join(family.scopes))
 
     async def start_family(self, parent: Session, *, client: Client | None = None) -> TokenPair:
         """A new refresh family for a signed-in user; it cannot outlive the login it came from."""

@@ -1,0 +1,71 @@
+"""`broker clients new` prints an entry the registry accepts; a bad clients file fails check-config by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from broker.clients import load_clients
+from broker.errors import ConfigError, InvalidClient
+from tests.cli import broker_env, production_env, run_broker
+from tests.conftest import vault_entry, vault_key
+
+
+def test_a_confidential_client_entry_works_with_its_secret_shown_once(tmp_path: Path) -> None:
+    result = run_broker("clients", "new", "--client-id", "billing", "--redirect-uri", "https://billing.example.com/cb",
+                        "--audience", "billing-api", env=broker_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)
+    secret = result.stderr.split("store it now): ")[1].strip()
+    assert secret not in result.stdout and len(secret) >= 43
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps({"clients": [entry]}))
+    registry = load_clients(path)
+    assert registry.authenticate("billing", secret).audience == "billing-api"
+    with pytest.raises(InvalidClient):
+        registry.authenticate("billing", secret + "x")
+    with pytest.raises(InvalidClient):
+        registry.authenticate("billing", None)
+
+
+def test_a_public_client_entry_has_no_secret(tmp_path: Path) -> None:
+    result = run_broker("clients", "new", "--client-id", "spa", "--public", "--redirect-uri",
+                        "http://127.0.0.1:3000/cb", env=broker_env(), cwd=tmp_path)
+    entry = json.loads(result.stdout)
+    assert "client_secret_sha256" not in entry and entry["token_endpoint_auth_method"] == "none"
+    path = tmp_path / "clients.yaml"
+    path.write_text(yaml.safe_dump({"clients": [entry]}))
+    assert load_clients(path).authenticate("spa", None).client_id == "spa"
+
+
+BAD_FILES = {
+    "not a mapping": "- a\n- b\n",
+    "plain secret": "clients:\n  - client_id: x\n    client_secret: hunter2\n",
+    "http redirect": "clients:\n  - client_id: x\n    redirect_uris: [http://app.example.com/cb]\n",
+    "duplicate": "clients:\n  - client_id: x\n  - client_id: x\n",
+    "bad digest": "clients:\n  - client_id: x\n    client_secret_sha256: abc\n",
+    "broken yaml": "clients: [\n",
+}
+
+
+@pytest.mark.parametrize("content", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_clients_files_are_named(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "clients.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_clients(path)
+    assert all(problem.startswith(f"BROKER_CLIENTS_FILE: {path}") for problem in caught.value.problems)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_check_config_reports_a_bad_clients_file(tmp_path: Path, redis_url: str, keys_dir: Path) -> None:
+    path = tmp_path / "clients.yaml"
+    path.write_text(BAD_FILES["plain secret"])
+    env = production_env(redis_url, keys_dir, vault_entry(vault_key()), CLIENTS_FILE=str(path))
+    result = run_broker("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "BROKER_CLIENTS_FILE" in result.stderr and "client_secret" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
