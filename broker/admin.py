@@ -40,7 +40,7 @@ def _variable(problem: str) -> str:
     return problem.partition(":")[0]
 
 
-def settings_and_problems() -> tuple[Settings | None, list[str]]:
+def settings_and_problems(*, prepare_keys: bool = False) -> tuple[Settings | None, list[str]]:
     """Settings with every problem `serve` refuses, all at once: bad values, unsafe values, no signing key.
 
     When some variables do not parse, the others are still checked (read again without the bad ones), so
@@ -58,6 +58,8 @@ def settings_and_problems() -> tuple[Settings | None, list[str]]:
             return None, problems
     named = {_variable(problem) for problem in problems}
     problems += [problem for problem in production_problems(settings) if _variable(problem) not in named]
+    if prepare_keys and settings.key_rotation_period > 0:
+        _rotate_keys(settings)  # automatic rotation creates the first key itself
     keys_problem = _signing_key_problem(settings)
     if keys_problem:
         problems.append(keys_problem)
@@ -68,6 +70,13 @@ def settings_and_problems() -> tuple[Settings | None, list[str]]:
     except ConfigError as exc:
         problems += exc.problems
     return settings, problems
+
+
+def _rotate_keys(settings: Settings) -> None:
+    from broker.signing.rotation import KeyRotator
+
+    KeyRotator(settings.keys_dir, period=settings.key_rotation_period, alg=settings.signing_alg, clock=SystemClock(),
+               jwks_max_age=settings.jwks_max_age, max_token_lifetime=settings.max_token_lifetime).run_once()
 
 
 def _signing_key_problem(settings: Settings) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from broker.flows.tokens import TokenFlow, TokenPolicy
 from broker.providers.base import Provider
 from broker.providers.registry import create_provider
 from broker.signing.keyring import KeyRing
+from broker.signing.rotation import KeyRotator
 from broker.signing.tokens import TokenService
 from broker.store.families import Families
 from broker.store.keys import KeySpace
@@ -53,6 +55,12 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
     records = Records(redis_client, keyspace, vault)
     clients = load_clients(settings.clients_file)
+    rotator = None
+    if settings.key_rotation_period > 0:
+        rotator = KeyRotator(settings.keys_dir, period=settings.key_rotation_period, alg=settings.signing_alg,
+                             clock=clock, jwks_max_age=settings.jwks_max_age,
+                             max_token_lifetime=settings.max_token_lifetime)
+        rotator.run_once()  # a fresh deployment signs from its first request
     keyring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                       jwks_max_age=settings.jwks_max_age)
     tokens = TokenService(keyring, issuer=settings.issuer, audience=settings.token_audience,
@@ -77,9 +85,16 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        background: list[asyncio.Task[None]] = []
+        if rotator is not None:
+            background.append(asyncio.create_task(rotator.run_forever(), name="key-rotation"))
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned_http:
                 await http.aclose()
             if owned_redis:

@@ -65,7 +65,7 @@ def _uvicorn_server(app: object, host: str, port: int) -> object:
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
-    settings, problems = settings_and_problems()
+    settings, problems = settings_and_problems(prepare_keys=True)
     if settings is None or problems:
         return fail(problems, "Refusing to serve with unsafe settings (use `broker dev` on a laptop):")
     with _redis_for(settings) as ready:

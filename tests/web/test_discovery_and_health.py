@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import jwt
 from jwt import PyJWKSet
@@ -78,3 +80,13 @@ async def test_redis_down_means_503_with_retry_after_never_500(base_settings: Se
         assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "unreachable"
         # The JWKS needs no Redis: downstream verification keeps working.
         assert (await http.get("/.well-known/jwks.json")).status_code == 200
+
+
+async def test_automatic_rotation_gives_a_fresh_deployment_a_key(base_settings: Settings, tmp_path: Path) -> None:
+    settings = base_settings.with_overrides(keys_dir=tmp_path / "empty-keys", key_rotation_period=86400)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as http:
+        assert (await http.get("/readyz")).status_code == 200
+        assert len((await http.get("/.well-known/jwks.json")).json()["keys"]) == 1
+    assert len(list((tmp_path / "empty-keys").glob("*.pem"))) == 1
