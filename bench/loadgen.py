@@ -58,7 +58,7 @@ def build_request(path: str, port: int, headers: Mapping[str, str] | None = None
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _parse_head(head: bytes) -> tuple[int, int, bool]:
+def parse_head(head: bytes) -> tuple[int, int, bool]:
     """Status, Content-Length and whether the server will close, from a response head."""
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -95,7 +95,7 @@ class _Round:
                 started = clock()
                 writer.write(request)
                 try:
-                    status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+                    status, length, close = parse_head(await reader.readuntil(b"\r\n\r\n"))
                     if length:
                         await reader.readexactly(length)
                 except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):

@@ -1,6 +1,14 @@
-"""`python -m bench.serve_bare --port N`: the floor, a Starlette route that answers 200 and does nothing else."""
+"""`python -m bench.serve_bare --port N`: the floor, Starlette routes that answer 200 and do nothing else.
+
+`GET /auth/verify` answers an empty 200. `POST /oauth/token` reads its body and answers a fixed JSON body
+shaped and sized like the broker's token response (an ES256 access token on a loopback issuer, a refresh
+token of the broker's format), with the same no-store headers, so a chained refresh driver can run against
+it unchanged: it always hands back the same refresh token.
+"""
 
 from __future__ import annotations
+
+import json
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -9,13 +17,28 @@ from starlette.routing import Route
 
 from bench.serving import port_argument, serve
 
+# As long as the broker's: brt1.<user id, 22>.<family id, 32>.<secret, 43>.
+BARE_REFRESH_TOKEN = f"brt1.{'u' * 22}.{'f' * 32}.{'s' * 43}"
+ACCESS_TOKEN_CHARS = 624  # an ES256 access token for a session on http://127.0.0.1:<5-digit port>
+TOKEN_RESPONSE = json.dumps(
+    {"access_token": "a" * ACCESS_TOKEN_CHARS, "refresh_token": BARE_REFRESH_TOKEN, "expires_in": 300,
+     "scope": "user.info.basic user.info.profile", "token_type": "Bearer"},
+    separators=(",", ":")).encode()
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
 
 async def verify(request: Request) -> Response:
     return Response(status_code=200)
 
 
+async def token(request: Request) -> Response:
+    await request.body()
+    return Response(TOKEN_RESPONSE, status_code=200, headers=NO_STORE, media_type="application/json")
+
+
 def create_bare_app() -> Starlette:
-    return Starlette(routes=[Route("/auth/verify", verify, methods=["GET"])])
+    return Starlette(routes=[Route("/auth/verify", verify, methods=["GET"]),
+                             Route("/oauth/token", token, methods=["POST"])])
 
 
 def main() -> None:
