@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -16,20 +16,32 @@ from broker.clients import load_clients
 from broker.clock import Clock, SystemClock
 from broker.config import Settings
 from broker.errors import ConfigError
+from broker.flows.account import AccountFlow
+from broker.flows.csrf import FormTokens, derive_key
 from broker.flows.discovery import Discovery
+from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.return_urls import ReturnUrlPolicy
+from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionPolicy, SessionService
+from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow, TokenPolicy
+from broker.flows.upstream import UpstreamTokens
+from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.providers.registry import create_provider
 from broker.signing.keyring import KeyRing
 from broker.signing.rotation import KeyRotator
 from broker.signing.tokens import TokenService
+from broker.store.accounts import Accounts
+from broker.store.events import EventStore
 from broker.store.families import Families
 from broker.store.keys import KeySpace
+from broker.store.once import OnceMarkers
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis
+from broker.store.revocations import RevocationQueue
+from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
 from broker.web.errors import EXCEPTION_HANDLERS
 from broker.web.routes import ROUTES
@@ -79,15 +91,35 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                       clock=clock)
     discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records,
                           signing_alg=settings.signing_alg)
+    metrics = Metrics()
+    tiktok_tokens = TikTokTokenStore(redis_client, keyspace, vault)
+    fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
+                                  lease_ttl=3 * settings.tiktok_timeout, wait_timeout=settings.tiktok_timeout + 2)
+    revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
+    events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
+                    issuer=settings.issuer)
+    account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
+                          tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
+                          clock=clock, deny_for=settings.max_token_lifetime)
+    webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
+                              client_secret=settings.tiktok_client_secret.reveal(),
+                              once=OnceMarkers(redis_client, keyspace), account=account, metrics=metrics, clock=clock)
+    form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
-                        discovery=discovery,
+                        account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
+                        upstream=fresh_tokens, events=events, revoker=revoker, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        background: list[asyncio.Task[None]] = []
+        # Work that runs beside the requests. Every loop is safe to run on every replica at once: each claims
+        # its items in Redis (or, for keys, through an exclusive file) before acting.
+        jobs: list[Coroutine[Any, Any, None]] = [revoker.run(), events.run_delivery()]
         if rotator is not None:
-            background.append(asyncio.create_task(rotator.run_forever(), name="key-rotation"))
+            jobs.append(rotator.run_forever())
+        if settings.tiktok_refresh_ahead:
+            jobs.append(fresh_tokens.run_refresh_ahead(interval=60, horizon=2 * settings.tiktok_refresh_margin))
+        background = [asyncio.create_task(job) for job in jobs]
         try:
             yield
         finally:

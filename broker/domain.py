@@ -58,6 +58,9 @@ class Session:
     picture: str = ""
     kind: str = "browser"  # "browser": behind a cookie; "refresh": a refresh-token family
     client_id: str = ""  # the OAuth client a refresh family was issued to ("" for the broker's own pages)
+    parent_sid: str = ""  # the browser session a refresh family came from: ending that ends this too
+    user_agent: str = ""
+    ip: str = ""
 
 
 @dataclass(frozen=True)

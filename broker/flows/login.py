@@ -81,7 +81,8 @@ class LoginFlow:
                                           force_consent=force_consent)
         return LoginStart(url, binding)
 
-    async def finish(self, *, params: Mapping[str, str], binding_value: str | None) -> LoginResult:
+    async def finish(self, *, params: Mapping[str, str], binding_value: str | None, user_agent: str = "",
+                     ip: str = "") -> LoginResult:
         """Take the attempt (once), check the browser binding, then exchange, fetch the profile and save."""
         state = params.get("state", "")
         if not state or len(state) > 256:
@@ -107,7 +108,7 @@ class LoginFlow:
             raise UpstreamError(log_detail="user info open_id differs from the token's open_id")
         # Everything that can fail upstream has happened; only now is anything written.
         user_id = await self.records.claim_user_id(identity.subject, new_user_id())
-        created = self.sessions.new_session(user_id, identity, tokens)
+        created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip)
         await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
         log.info("login complete", extra={"user_id": user_id, "sid": created.session.sid})
         return LoginResult(created.session, created.cookie_value, attempt.return_to)

@@ -58,7 +58,8 @@ class SessionService:
         # the session itself lives in Redis.
         self._jwt_cache: OrderedDict[str, IssuedToken] = OrderedDict()
 
-    def new_session(self, user_id: str, identity: Identity, tokens: ProviderTokens) -> NewSession:
+    def new_session(self, user_id: str, identity: Identity, tokens: ProviderTokens, *, user_agent: str = "",
+                    ip: str = "") -> NewSession:
         """A session record to be saved together with the login (see Records.save_login)."""
         now = self.clock.now()
         secret = secrets.token_urlsafe(32)
@@ -66,7 +67,7 @@ class SessionService:
             sid=session_id_for(secret), user_id=user_id, created_at=now, last_seen=now,
             expires_at=now + self.policy.absolute_ttl, idle_expires_at=now + self.policy.idle_ttl,
             scopes=tuple(sorted(tokens.scopes)), open_id=identity.subject, name=identity.display_name,
-            picture=identity.avatar_url,
+            picture=identity.avatar_url, user_agent=user_agent[:200], ip=ip[:64],
         )
         return NewSession(session, f"{user_id}.{secret}")
 

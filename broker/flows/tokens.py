@@ -71,7 +71,7 @@ class TokenFlow:
         now = self.clock.now()
         family = replace(parent, sid=secrets.token_urlsafe(24), created_at=now, last_seen=now,
                          idle_expires_at=min(now + self.policy.idle_ttl, parent.expires_at), kind="refresh",
-                         client_id=client.client_id if client else "")
+                         client_id=client.client_id if client else "", parent_sid=parent.sid)
         refresh_token = self._new_refresh_token(family)
         await self.families.create(family, token_hash(refresh_token))
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
@@ -140,6 +140,11 @@ class TokenFlow:
         if state != "ok":
             raise InvalidToken("The token has been revoked.", log_detail=state)
         return claims
+
+    async def session_for(self, claims: dict[str, object]) -> Session | None:
+        """The session or family an access token stands for, if it still exists."""
+        loaded = await self.families.load(str(claims["sub"]), str(claims["sid"]))
+        return loaded[0] if loaded else None
 
     async def introspect(self, token: str) -> dict[str, object]:
         """RFC 7662: {"active": false} for anything not currently valid, else what the token stands for."""

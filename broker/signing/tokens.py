@@ -15,6 +15,10 @@ from broker.signing.keyring import KeyRing
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a password)
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+# RFC 8417 Security Event Tokens (webhooks to downstream services): a distinct typ so that neither kind of
+# token can be passed off as the other.
+EVENT_TOKEN_TYPE = "secevent+jwt"  # noqa: S105 (a media type, not a password)
+_EVENT_TYPES = frozenset({"secevent+jwt", "application/secevent+jwt"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scope")
 # Far above any token we issue; stops a huge header from costing a base64 and JSON parse.
 MAX_TOKEN_LENGTH = 16 * 1024
@@ -125,3 +129,63 @@ class TokenService:
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if audience not in audiences:
             raise InvalidToken("wrong audience")
+
+    def sign_event(self, *, audience: str, sub: str, sid: str | None, event_type: str,
+                   data: Mapping[str, object], jti: str, iat: float, toe: float | None = None) -> str:
+        """An RFC 8417 Security Event Token for one receiver, signed with the active key.
+
+        Shaped like an OpenID back-channel logout token: no exp, no nonce, no scope; a receiver checks the
+        signature against the JWKS (by kid, algorithm pinned by the key), typ secevent+jwt, iss, aud and iat,
+        and drops duplicates by jti (the same for every retry of one event). `iat` is when this copy was
+        signed, `toe` (RFC 8417) when the event happened.
+        """
+        if not event_type or "/" in event_type or not sub or not jti:
+            raise ValueError("sign_event needs an event type name, a sub and a jti")
+        key = self._keyring.signing_key()
+        claims: dict[str, object] = {
+            "iss": self._issuer, "aud": audience, "iat": int(iat), "jti": jti, "sub": sub,
+            "events": {f"{self._issuer}/events/{event_type}": dict(data)},
+        }
+        if sid:
+            claims["sid"] = sid
+        if toe is not None:
+            claims["toe"] = int(toe)
+        return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                          headers={"kid": key.kid, "typ": EVENT_TOKEN_TYPE})
+
+    def verify_event(self, token: str, *, audience: str) -> dict[str, object]:
+        """The claims of a valid Security Event Token from this broker (what a receiver checks); InvalidToken
+        for anything else, access tokens included."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken("malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("malformed token") from None
+        kid = header.get("kid")
+        key = self._keyring.verification_key(kid) if isinstance(kid, str) and kid else None
+        if key is None or "crit" in header or "b64" in header or header.get("alg") != key.alg:
+            raise InvalidToken("unknown key or unsupported token header")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _EVENT_TYPES:
+            raise InvalidToken("not a security event token")
+        try:
+            decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
+            claims = json.loads(decoded["payload"])
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken("bad signature or malformed token") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken("malformed token")
+        events, aud, iat = claims.get("events"), claims.get("aud"), claims.get("iat")
+        # A nonce would let an ID token pass for an event (the back-channel logout rule).
+        if "nonce" in claims or not isinstance(events, dict) or not events:
+            raise InvalidToken("token has no events claim")
+        if claims.get("iss") != self._issuer:
+            raise InvalidToken("wrong issuer")
+        if audience not in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []):
+            raise InvalidToken("wrong audience")
+        if not _number(iat) or not isinstance(iat, int | float) or iat > self._clock.now() + self._leeway:
+            raise InvalidToken("token has a missing or future iat claim")
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise InvalidToken("token has no jti claim")
+        return claims

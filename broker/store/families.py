@@ -30,6 +30,7 @@ local now = tonumber(ARGV[1])
 local presented = ARGV[2]
 local grace = tonumber(ARGV[5])
 local function revoke()
+  if s['grace_key'] then redis.call('DEL', s['grace_key']) end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('ZREM', KEYS[4], s['sid'])
 end
@@ -45,7 +46,10 @@ if presented == s['rt'] then
   redis.call('LPUSH', KEYS[2], presented)
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
   redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
-  if grace > 0 then redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000)) end
+  if grace > 0 then
+    redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000))
+    redis.call('HSET', KEYS[1], 'grace_key', KEYS[3])  -- so that ending the family can delete it
+  end
   return {'rotated'}
 end
 if presented == s['rt_prev'] and now - tonumber(s['rt_rotated_at']) <= grace then
@@ -132,8 +136,13 @@ class Families:
         return bool(deleted)
 
     async def deny_jti(self, user_id: str, jti: str, until: float) -> None:
-        async with translated_errors():
-            await self.client.set(self.keys.denied_jti(user_id, jti), "1", pxat=_ms(until))
+        """Denylist one access token until it expires; listed on the user so that deletion finds it."""
+        listed = self.keys.denied_jtis(user_id)
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.denied_jti(user_id, jti), "1", pxat=_ms(until))
+            pipe.sadd(listed, self.keys.denied_jti(user_id, jti))
+            pipe.pexpireat(listed, _ms(until + 86400))
+            await pipe.execute()
 
     async def access_state(self, user_id: str, sid: str, jti: str) -> str:
         """"ok", "no_session", "jti_denied" or "sub_denied": every denylist, in one round trip."""

@@ -47,9 +47,22 @@ class KeySpace:
     def denied_jti(self, user_id: str, jti: str) -> str:
         return f"{self.user_tag(user_id)}:dj:{jti}"
 
+    def denied_jtis(self, user_id: str) -> str:
+        return f"{self.user_tag(user_id)}:djs"
+
     def denied_subject(self, user_id: str) -> str:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
         return f"{self.prefix}deny:sub:{digest(user_id)}"
 
     def readiness_probe(self) -> str:
         return f"{self.prefix}readyz"
+
+    def events_stream(self) -> str:
+        """The stream downstream services read with consumer groups. The hash tag puts it and the webhook
+        outbox in one Cluster slot, so an event and its deliveries are written in one MULTI."""
+        return f"{self.prefix}{{events}}"
+
+    def event_outbox(self, part: str) -> str:
+        """Webhook outbox, same slot as the stream: `deliveries` (hash: id → record), `due` (zset: id → next
+        attempt instant), `stats` (hash of counters)."""
+        return f"{self.prefix}{{events}}:out:{part}"

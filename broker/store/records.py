@@ -64,6 +64,7 @@ def session_from_pairs(pairs: list[str]) -> Session:
         scopes=tuple(s for s in data.get("scopes", "").split(",") if s),
         open_id=data.get("open_id", ""), name=data.get("name", ""), picture=data.get("picture", ""),
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
+        parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
     )
 
 

@@ -1,4 +1,4 @@
-"""Probes: /healthz says the process runs; /readyz says it can serve (Redis reachable, a key to sign with)."""
+"""Probes and metrics: /healthz (the process runs), /readyz (Redis reachable, a key to sign with), /metrics."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ async def readyz(request: Request) -> Response:
         headers["Retry-After"] = "5"
     return JSONResponse({"status": "ready" if readiness.ready else "unavailable", "checks": readiness.checks},
                         status_code=status, headers=headers)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(services(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8",
+                    headers={"Cache-Control": "no-store"})

@@ -53,7 +53,9 @@ async def login(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     svc = services(request)
     result = await svc.login.finish(params=dict(request.query_params),
-                                    binding_value=read_binding_cookie(request, svc.settings))
+                                    binding_value=read_binding_cookie(request, svc.settings),
+                                    user_agent=request.headers.get("user-agent", ""),
+                                    ip=request.client.host if request.client else "")
     response = RedirectResponse(result.return_to, status_code=303, headers=NO_STORE)
     set_session_cookie(response, svc.settings, result.cookie_value)
     return response

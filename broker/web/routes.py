@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from broker.web import gateway, health, oauth, pages, wellknown
+from broker.web import account, gateway, health, oauth, pages, webhooks, wellknown
 
 ROUTES = [
     Route("/", pages.home, methods=["GET"]),
     Route("/login", pages.login, methods=["GET"]),
     Route("/callback", pages.callback, methods=["GET"]),
+    Route("/logout", account.logout, methods=["POST"]),
+    Route("/account", account.account_page, methods=["GET"]),
+    Route("/account", account.delete_by_api, methods=["DELETE"]),
+    Route("/account/sessions/end", account.end_session, methods=["POST"]),
+    Route("/account/delete", account.delete_page, methods=["GET"]),
+    Route("/account/delete", account.delete_confirmed, methods=["POST"]),
     Route("/auth/verify", gateway.verify, methods=["GET"]),
     Route("/oauth/token", oauth.token, methods=["POST"]),
     Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
     Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
     Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
     Route("/.well-known/openid-configuration", wellknown.openid_configuration, methods=["GET"]),
+    Route("/webhooks/tiktok", webhooks.tiktok, methods=["POST"]),
     Route("/healthz", health.healthz, methods=["GET"]),
     Route("/readyz", health.readyz, methods=["GET"]),
+    Route("/metrics", health.metrics, methods=["GET"]),
 ]

@@ -9,10 +9,17 @@ from starlette.templating import Jinja2Templates
 
 from broker.clients import ClientRegistry
 from broker.config import Settings
+from broker.flows.account import AccountFlow
+from broker.flows.csrf import FormTokens
 from broker.flows.discovery import Discovery
+from broker.flows.events import Events
 from broker.flows.login import LoginFlow
+from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionService
+from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow
+from broker.flows.upstream import UpstreamTokens
+from broker.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,13 @@ class Services:
     sessions: SessionService
     tokens: TokenFlow
     clients: ClientRegistry
+    account: AccountFlow
+    webhooks: TikTokWebhooks
+    form_tokens: FormTokens
+    metrics: Metrics
+    upstream: UpstreamTokens
+    events: Events
+    revoker: TikTokRevoker
     discovery: Discovery
     templates: Jinja2Templates
 

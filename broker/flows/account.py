@@ -1,0 +1,147 @@
+"""Ending things: logout (one session or everywhere), ending a session from the account page, deleting an
+account, and TikTok's deauthorization. Each ends sessions in one atomic step, then tells TikTok and the
+downstream services; TikTok failing never leaves the local side half done."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from broker.clock import Clock
+from broker.domain import Session
+from broker.flows.revocations import TikTokRevoker
+from broker.flows.sessions import SessionService
+from broker.metrics import Metrics
+from broker.store.accounts import Accounts
+from broker.store.families import Families
+from broker.store.records import Records
+from broker.store.tiktok_tokens import TikTokTokenStore
+
+log = logging.getLogger("broker.account")
+
+# authorization.removed reasons (TikTok's webhook documentation).
+DEAUTHORIZATION_REASONS = {0: "unknown", 1: "user_disconnected", 2: "account_deleted", 3: "age_changed",
+                           4: "account_banned", 5: "developer_revoked"}
+
+
+class EventSink(Protocol):
+    async def emit(self, event_type: str, *, sub: str, sid: str | None = None,
+                   data: Mapping[str, object] | None = None) -> str: ...
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    ended: list[str]
+    tiktok: str  # "revoked" | "queued" | "kept" (other sessions remain) | "none" (no grant stored)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    receipt_id: str
+    deleted_at: str
+    user_id: str
+    deleted: dict[str, int | bool] = field(default_factory=dict)
+    tiktok: str = "none"
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session: Session
+    current: bool
+
+
+class AccountFlow:
+    def __init__(self, *, accounts: Accounts, records: Records, families: Families, tiktok: TikTokTokenStore,
+                 revoker: TikTokRevoker, sessions: SessionService, events: EventSink, metrics: Metrics,
+                 clock: Clock, deny_for: int) -> None:
+        self.accounts = accounts
+        self.records = records
+        self.families = families
+        self.tiktok = tiktok
+        self.revoker = revoker
+        self.sessions = sessions
+        self.events = events
+        self.metrics = metrics
+        self.clock = clock
+        self.deny_for = deny_for
+
+    async def _ended(self, user_id: str, sids: list[str], cause: str) -> None:
+        for sid in sids:
+            self.sessions.forget(sid)
+            await self.events.emit("session.revoked", sub=user_id, sid=sid, data={"reason": cause})
+        self.metrics.sessions_ended.labels(cause).inc(len(sids))
+
+    async def _unlink_tiktok(self, user_id: str, reason: str) -> str:
+        """Drop the stored grant (locally first, so nothing can use it), then revoke it at TikTok."""
+        stored = await self.tiktok.get(user_id)
+        if stored is None:
+            return "none"
+        if not await self.tiktok.mark_link_broken(user_id, reason, self.clock.now(), expected_version=stored.version):
+            return "kept"  # a newer login stored a fresh grant meanwhile: that one stays
+        return await self.revoker.revoke(stored.tokens)
+
+    async def logout(self, session: Session, *, everywhere: bool = False) -> LogoutResult:
+        user_id = session.user_id
+        ended = await self.accounts.end_sessions(user_id, None if everywhere else session.sid)
+        await self._ended(user_id, ended, "logout_everywhere" if everywhere else "logout")
+        remaining = await self.accounts.live_session_ids(user_id, self.clock.now())
+        tiktok = "kept" if remaining and not everywhere else await self._unlink_tiktok(user_id, "logged_out")
+        await self.events.emit("user.logged_out", sub=user_id, sid=session.sid,
+                               data={"everywhere": everywhere, "sessions_ended": len(ended)})
+        return LogoutResult(ended, tiktok)
+
+    async def end_session(self, user_id: str, sid: str) -> bool:
+        """End one of the user's own sessions (the account page's button); False if it is not theirs or gone."""
+        ended = await self.accounts.end_sessions(user_id, sid)
+        await self._ended(user_id, ended, "ended_by_user")
+        return bool(ended)
+
+    async def sessions_of(self, current: Session) -> list[SessionView]:
+        views: list[SessionView] = []
+        for sid in await self.accounts.live_session_ids(current.user_id, self.clock.now()):
+            loaded = await self.families.load(current.user_id, sid)
+            if loaded is not None:
+                views.append(SessionView(loaded[0], sid == current.sid))
+        return sorted(views, key=lambda view: (not view.current, -view.session.last_seen))
+
+    async def profile(self, user_id: str) -> dict[str, str]:
+        return await self.records.get_user(user_id)
+
+    async def delete(self, user_id: str) -> Receipt:
+        """Delete everything of the user at once, then revoke at TikTok (or queue it) and tell downstream."""
+        now = self.clock.now()
+        profile = await self.records.get_user(user_id)
+        stored = await self.tiktok.get(user_id)
+        sids = await self.accounts.live_session_ids(user_id, 0)
+        deleted = await self.accounts.delete_user(user_id, profile.get("open_id", ""), deny_for=self.deny_for,
+                                                  now=now, expiry_index=self.tiktok.index_key())
+        for sid in sids:
+            self.sessions.forget(sid)
+        tiktok = await self.revoker.revoke(stored.tokens) if stored else "none"
+        what: dict[str, int | bool] = {"profile": deleted.profile, "sessions": deleted.sessions,
+                                       "refresh_families": deleted.refresh_families,
+                                       "tiktok_tokens": deleted.tiktok_tokens}
+        receipt = Receipt(receipt_id=secrets.token_urlsafe(12),
+                          deleted_at=datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="seconds"),
+                          user_id=user_id, deleted=what, tiktok=tiktok)
+        await self.events.emit("user.deleted", sub=user_id, data={"receipt_id": receipt.receipt_id,
+                                                                  "deleted": receipt.deleted, "tiktok": tiktok})
+        self.metrics.accounts_deleted.inc()
+        log.info("account deleted", extra={"receipt_id": receipt.receipt_id})
+        return receipt
+
+    async def deauthorize(self, open_id: str, reason: int) -> bool:
+        """TikTok says the user disconnected (its grant is already dead): end every session, drop the grant."""
+        user_id = await self.accounts.user_id_for(open_id)
+        if user_id is None:
+            return False
+        reason_name = DEAUTHORIZATION_REASONS.get(reason, "unknown")
+        ended = await self.accounts.end_sessions(user_id)
+        await self.tiktok.mark_link_broken(user_id, f"tiktok_deauthorized:{reason_name}", self.clock.now())
+        await self._ended(user_id, ended, "tiktok_deauthorized")
+        await self.events.emit("tiktok.deauthorized", sub=user_id, data={"reason": reason, "reason_name": reason_name})
+        return True

@@ -1,0 +1,170 @@
+"""TikTok token freshness: refresh before use, one refresh per user across replicas, dead grants ended cleanly.
+
+TikTok rotates refresh tokens: each refresh kills the token it presented. So for one user at most one refresh
+runs at a time across all replicas (a Redis lease), the result is stored only over the version it was made
+from (compare-and-set), and everyone else waits for and reads the winner's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+
+from broker.clock import Clock
+from broker.domain import ProviderTokens
+from broker.errors import UpstreamRejected, UpstreamUnavailable
+from broker.providers.base import Provider
+from broker.store.tiktok_tokens import TikTokTokenStore, VersionedTokens
+
+log = logging.getLogger("broker.upstream")
+
+SIGN_IN_AGAIN = "Your TikTok sign-in is no longer valid. Please sign in again."
+POLL_INTERVAL = 0.05  # how often a waiter looks for the winner's result; a refresh takes ~100 ms or more
+REFRESH_AHEAD_BATCH = 500  # users per background round; the rest are due again next round
+
+
+class UpstreamTokens:
+    """Hands out TikTok tokens valid for at least `margin` seconds, refreshing them when needed.
+
+    `lease_ttl` must exceed the longest TikTok refresh call (the provider's timeout): a winner whose lease
+    lapses mid-call lets a second replica present the same refresh token, and one of the two then fails.
+    `wait_timeout` bounds how long a caller waits for another replica's refresh.
+    """
+
+    def __init__(self, store: TikTokTokenStore, provider: Provider, clock: Clock, *, margin: int,
+                 lease_ttl: float, wait_timeout: float) -> None:
+        self.store = store
+        self.provider = provider
+        self.clock = clock
+        self.margin = margin
+        self.lease_ttl_ms = max(1, math.ceil(lease_ttl * 1000))
+        self.wait_timeout = wait_timeout
+
+    async def fresh(self, user_id: str, *, reject_access_token: str | None = None) -> ProviderTokens:
+        """Tokens valid for at least `margin` seconds. `reject_access_token`: TikTok refused this access token,
+        so refresh if it is still the stored one (not if another caller has replaced it already).
+
+        Raises UpstreamRejected when the user has no live grant (sign in again; TikTok is not called),
+        UpstreamUnavailable when TikTok fails or another replica's refresh does not finish in time.
+        """
+        return (await self._ensure(user_id, self.margin, reject_access_token)).tokens
+
+    async def refresh_ahead_once(self, horizon: int) -> int:
+        """Refresh every linked user whose access token expires within `horizon` seconds; how many were."""
+        due = await self.store.due(self.clock.now() + horizon, REFRESH_AHEAD_BATCH)
+        refreshed = 0
+        for user_id in due:
+            try:
+                before = await self.store.get(user_id)
+                if before is None:  # link ended or grant expired: nothing left to keep fresh
+                    await self.store.untrack(user_id)
+                    continue
+                after = await self._ensure(user_id, max(horizon, self.margin), None)
+                if after.version != before.version:
+                    refreshed += 1
+                else:  # the index entry was early (it may lag the grant): move it to the real expiry
+                    await self.store.track(user_id, after.tokens.expires_at)
+            except Exception as exc:  # one user's failure must not stop the others
+                log.warning("refresh-ahead failed for user %s: %s %s", user_id, type(exc).__name__,
+                            getattr(exc, "log_detail", ""))
+        return refreshed
+
+    async def run_refresh_ahead(self, *, interval: float, horizon: int) -> None:
+        """Background loop for the composition root's lifespan; ends only when cancelled."""
+        while True:
+            try:
+                count = await self.refresh_ahead_once(horizon)
+                if count:
+                    log.info("refresh-ahead renewed %d TikTok grant(s)", count)
+            except Exception as exc:  # e.g. Redis down: try again next round
+                log.warning("refresh-ahead round failed: %s %s", type(exc).__name__, getattr(exc, "log_detail", ""))
+            await asyncio.sleep(interval)
+
+    # -- single flight --
+
+    def _stale(self, tokens: ProviderTokens, margin: float, reject: str | None) -> bool:
+        if reject is not None and hmac.compare_digest(tokens.access_token.encode(), reject.encode()):
+            return True
+        return tokens.expires_at - self.clock.now() <= margin
+
+    async def _stored(self, user_id: str) -> VersionedTokens:
+        current = await self.store.get(user_id)
+        if current is None:
+            raise UpstreamRejected(SIGN_IN_AGAIN, log_detail=f"no TikTok grant stored for user {user_id}")
+        return current
+
+    async def _ensure(self, user_id: str, margin: float, reject: str | None) -> VersionedTokens:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_timeout
+        while True:
+            current = await self._stored(user_id)
+            if not self._stale(current.tokens, margin, reject):
+                return current
+            fence = await self.store.acquire_lease(user_id, self.lease_ttl_ms)
+            if fence is not None:
+                # Holding the lease means one TikTok attempt at most, then we return or raise: bounded.
+                return await self._refresh_holding(user_id, fence, margin, reject)
+            if not await self._await_winner(user_id, current.version, deadline):
+                raise UpstreamUnavailable(log_detail=f"tiktok refresh for user {user_id}: waited "
+                                                     f"{self.wait_timeout}s for another replica")
+
+    async def _await_winner(self, user_id: str, seen_version: int, deadline: float) -> bool:
+        """Poll until the winner wrote (or the grant changed), or its lease vanished without a result (it
+        failed or died: the caller may try itself). False when the deadline passes first."""
+        loop = asyncio.get_running_loop()
+        while loop.time() < deadline:
+            await asyncio.sleep(min(POLL_INTERVAL, max(0.0, deadline - loop.time())))
+            latest = await self.store.get(user_id)
+            if latest is None or latest.version != seen_version:
+                return True
+            if not await self.store.lease_held(user_id):
+                return True
+        return False
+
+    async def _refresh_holding(self, user_id: str, fence: str, margin: float,
+                               reject: str | None) -> VersionedTokens:
+        try:
+            # Re-read under the lease: the previous holder may have finished between our read and our SET NX.
+            current = await self._stored(user_id)
+            if not self._stale(current.tokens, margin, reject):
+                return current
+            if current.tokens.refresh_expires_at <= self.clock.now():
+                await self._end_link(user_id, current, "refresh_token_expired")
+                raise UpstreamRejected(SIGN_IN_AGAIN, log_detail=f"TikTok refresh token expired for user {user_id}")
+            try:
+                issued = await self.provider.refresh(current.tokens.refresh_token)
+            except UpstreamRejected:
+                return await self._after_rejection(user_id, current)
+            if await self.store.compare_and_set(user_id, current.version, issued, fence):
+                log.info("TikTok grant refreshed for user %s (version %d)", user_id, current.version + 1)
+                return VersionedTokens(current.version + 1, issued)
+            # Someone wrote meanwhile: a new login (its grant supersedes ours) or an ended link.
+            log.warning("TikTok refresh for user %s discarded: the grant changed during the call", user_id)
+            return await self._stored(user_id)
+        finally:
+            await self._release_quietly(user_id, fence)
+
+    async def _after_rejection(self, user_id: str, presented: VersionedTokens) -> VersionedTokens:
+        """TikTok said invalid_grant. If another writer replaced the refresh token we presented (a replica
+        whose lease lapsed, a new login), theirs is the answer; otherwise the grant is dead: end the link once,
+        so later calls fail fast without calling TikTok. The version check is inside the atomic break, so
+        there is no gap between "re-read" and "break" for a winner's write to fall into."""
+        if not await self._end_link(user_id, presented, "invalid_grant"):
+            return await self._stored(user_id)
+        raise UpstreamRejected(SIGN_IN_AGAIN, log_detail=f"TikTok refused the refresh for user {user_id}")
+
+    async def _end_link(self, user_id: str, current: VersionedTokens, reason: str) -> bool:
+        ended = await self.store.mark_link_broken(user_id, reason, self.clock.now(),
+                                                  expected_version=current.version)
+        if ended:
+            log.warning("TikTok link ended for user %s: %s", user_id, reason)
+        return ended
+
+    async def _release_quietly(self, user_id: str, fence: str) -> None:
+        # The lease expires by itself; failing to release it must not hide the refresh's own outcome.
+        try:
+            await self.store.release_lease(user_id, fence)
+        except Exception as exc:
+            log.warning("could not release the TikTok refresh lease of user %s: %s", user_id, type(exc).__name__)
