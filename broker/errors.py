@@ -8,6 +8,7 @@
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     ├── AccessDenied                 403 access_denied     (the user refused at TikTok)
+    ├── Forbidden                    403 forbidden         (a cross-site request to a browser endpoint)
     ├── LoginFailed                  400 invalid_request   (state, binding cookie, or code problems at /callback)
     ├── NotFound                     404 not_found
     ├── MethodNotAllowed             405 method_not_allowed
@@ -75,6 +76,12 @@ class AccessDenied(BrokerError):
     code = "access_denied"
     status = 403
     default_description = "Access was denied."
+
+
+class Forbidden(BrokerError):
+    code = "forbidden"
+    status = 403
+    default_description = "This request could not be verified as coming from this site."
 
 
 class LoginFailed(BrokerError):

@@ -46,7 +46,7 @@ def render_page(request: Request, template: str, context: Mapping[str, object], 
         request, template, {**context, "csp_nonce": nonce, "issuer": svc.settings.issuer},
         status_code=status_code)
     response.headers.update({**NO_STORE, "Content-Security-Policy": csp, "X-Frame-Options": "DENY",
-                             "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+                             "Referrer-Policy": "same-origin", "X-Content-Type-Options": "nosniff",
                              **(headers or {})})
     return response
 

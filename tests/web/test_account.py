@@ -73,6 +73,9 @@ async def test_logout_is_csrf_safe_quiet_when_gone_and_redirects_only_to_allowli
     assert cross.status_code == 403 and await verify(stack.broker) == 200
     no_origin = await stack.broker.post("/logout")
     assert no_origin.status_code == 403 and await verify(stack.broker) == 200
+    assert "Request refused" in no_origin.text
+    hidden_cross = await stack.broker.post("/logout", headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"})
+    assert hidden_cross.status_code == 403 and await verify(stack.broker) == 200
     evil = await stack.broker.post("/logout", data={"return_to": "https://evil.example.com/"}, headers=SAME_ORIGIN)
     assert evil.status_code == 400 and await verify(stack.broker) == 200
     good = await stack.broker.post("/logout", data={"post_logout_redirect_uri": "https://app.example.com/bye"},
