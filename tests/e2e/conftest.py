@@ -31,7 +31,8 @@ class Stack:
         return self.emulator_app.state.emulator
 
 
-def start_stack(base: Settings, **emulator_options: Any) -> tuple[Stack, list[ThreadedServer]]:
+def start_stack(base: Settings, *, tiktok_webhooks: bool = False,
+                **emulator_options: Any) -> tuple[Stack, list[ThreadedServer]]:
     broker_port, emulator_port = free_port(), free_port()
     issuer = f"http://127.0.0.1:{broker_port}"
     emulator_url = f"http://127.0.0.1:{emulator_port}"
@@ -39,6 +40,8 @@ def start_stack(base: Settings, **emulator_options: Any) -> tuple[Stack, list[Th
                                    tiktok_api_url=emulator_url,
                                    tiktok_scopes=("user.info.basic", "user.info.profile"))
     options = {"redirect_uris": (f"{issuer}/callback",), "public_url": emulator_url, **emulator_options}
+    if tiktok_webhooks:  # the emulator delivers its signed webhooks to the broker, as TikTok would
+        options["webhook_url"] = f"{issuer}/webhooks/tiktok"
     emulator_app = create_emulator_app(EmulatorConfig(**options))
     emulator = ThreadedServer(emulator_app, emulator_port).start()
     broker = ThreadedServer(create_app(settings), broker_port).start()
