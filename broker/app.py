@@ -21,6 +21,7 @@ from broker.flows.csrf import FormTokens, derive_key
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
+from broker.flows.oidc import OidcFlow
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionPolicy, SessionService
@@ -30,10 +31,12 @@ from broker.flows.upstream import UpstreamTokens
 from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.providers.registry import create_provider
+from broker.signing.id_tokens import IdTokenSigner
 from broker.signing.keyring import KeyRing
 from broker.signing.rotation import KeyRotator
 from broker.signing.tokens import TokenService
 from broker.store.accounts import Accounts
+from broker.store.codes import AuthorizationStore
 from broker.store.events import EventStore
 from broker.store.families import Families
 from broker.store.keys import KeySpace
@@ -48,6 +51,18 @@ from broker.web.routes import ROUTES
 from broker.web.services import Services
 
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
+
+
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background loops and wait for them. Cancelling again until each is done, because Python 3.11's
+    asyncio.wait_for (used inside redis-py) can swallow a cancellation that lands as a reply arrives."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
 
 def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,
@@ -104,10 +119,13 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
                               once=OnceMarkers(redis_client, keyspace), account=account, metrics=metrics, clock=clock)
+    oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
+                    tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
+                    records=records, clock=clock, issuer=settings.issuer)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
-                        upstream=fresh_tokens, events=events, revoker=revoker, discovery=discovery,
+                        upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)))
 
     @contextlib.asynccontextmanager
@@ -123,10 +141,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _stop(background)
             if owned_http:
                 await http.aclose()
             if owned_redis:

@@ -59,6 +59,7 @@ class Session:
     kind: str = "browser"  # "browser": behind a cookie; "refresh": a refresh-token family
     client_id: str = ""  # the OAuth client a refresh family was issued to ("" for the broker's own pages)
     parent_sid: str = ""  # the browser session a refresh family came from: ending that ends this too
+    client_scopes: tuple[str, ...] = ()  # what an OAuth client was granted (openid, profile), beside TikTok's
     user_agent: str = ""
     ip: str = ""
 

@@ -121,6 +121,7 @@ class Events:
 
     async def run_delivery(self, *, interval: float = 1.0) -> None:
         """Deliver until cancelled; a failing round is logged and the loop goes on."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.deliver_due()
@@ -130,6 +131,10 @@ class Events:
             except Exception:
                 log.exception("event delivery round failed")
                 self._last_claimed = 0
+            # Python 3.11's asyncio.wait_for (inside redis-py) drops a cancellation that lands as a reply
+            # arrives (CPython gh-86296); without this check, shutdown would wait for this loop for ever.
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             # A full batch means a backlog: go on at once instead of waiting.
             if self._last_claimed < self.batch:
                 await asyncio.sleep(interval)

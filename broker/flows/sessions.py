@@ -117,8 +117,9 @@ class SessionService:
         if session.client_id:
             extra["client_id"] = session.client_id
         ttl = max(1, min(self.policy.access_token_ttl, int(min(session.expires_at, session.idle_expires_at) - now)))
-        return self.tokens.issue(sub=session.user_id, sid=session.sid, scope=" ".join(session.scopes),
-                                 extra=extra, ttl=ttl, audience=audience)
+        scope = " ".join((*session.client_scopes, *session.scopes))
+        return self.tokens.issue(sub=session.user_id, sid=session.sid, scope=scope, extra=extra, ttl=ttl,
+                                 audience=audience)
 
     @property
     def tokens_leeway(self) -> int:

@@ -64,14 +64,16 @@ class TokenFlow:
         issued = self.sessions.mint(family, audience=audience)
         expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
         return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
-                         scope=" ".join(family.scopes))
+                         scope=" ".join((*family.client_scopes, *family.scopes)))
 
-    async def start_family(self, parent: Session, *, client: Client | None = None) -> TokenPair:
+    async def start_family(self, parent: Session, *, client: Client | None = None,
+                           client_scopes: tuple[str, ...] = ()) -> TokenPair:
         """A new refresh family for a signed-in user; it cannot outlive the login it came from."""
         now = self.clock.now()
         family = replace(parent, sid=secrets.token_urlsafe(24), created_at=now, last_seen=now,
                          idle_expires_at=min(now + self.policy.idle_ttl, parent.expires_at), kind="refresh",
-                         client_id=client.client_id if client else "", parent_sid=parent.sid)
+                         client_id=client.client_id if client else "", parent_sid=parent.sid,
+                         client_scopes=client_scopes)
         refresh_token = self._new_refresh_token(family)
         await self.families.create(family, token_hash(refresh_token))
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})

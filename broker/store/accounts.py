@@ -50,10 +50,10 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
   redis.call('DEL', tag .. ':rtu:' .. sid)
 end
-for _, key in ipairs(redis.call('SMEMBERS', tag .. ':djs')) do redis.call('DEL', key) end
+for _, key in ipairs(redis.call('SMEMBERS', tag .. ':aux')) do redis.call('DEL', key) end
 local tokens = redis.call('DEL', tag .. ':tiktok')
 local profile = redis.call('DEL', tag .. ':user')
-redis.call('DEL', KEYS[1], tag .. ':djs', tag .. ':tiktok:lease')
+redis.call('DEL', KEYS[1], tag .. ':aux', tag .. ':tiktok:lease')
 return {browser, families, tokens, profile}
 """
 

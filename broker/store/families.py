@@ -137,7 +137,7 @@ class Families:
 
     async def deny_jti(self, user_id: str, jti: str, until: float) -> None:
         """Denylist one access token until it expires; listed on the user so that deletion finds it."""
-        listed = self.keys.denied_jtis(user_id)
+        listed = self.keys.short_lived(user_id)
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.denied_jti(user_id, jti), "1", pxat=_ms(until))
             pipe.sadd(listed, self.keys.denied_jti(user_id, jti))

@@ -47,8 +47,16 @@ class KeySpace:
     def denied_jti(self, user_id: str, jti: str) -> str:
         return f"{self.user_tag(user_id)}:dj:{jti}"
 
-    def denied_jtis(self, user_id: str) -> str:
-        return f"{self.user_tag(user_id)}:djs"
+    def short_lived(self, user_id: str) -> str:
+        """The names of a user's short-lived keys (denied jtis, codes, code markers): deletion reads this list."""
+        return f"{self.user_tag(user_id)}:aux"
+
+    def authorization_code(self, user_id: str, code_hash: str) -> str:
+        return f"{self.user_tag(user_id)}:code:{code_hash}"
+
+    def spent_code(self, user_id: str, code_hash: str) -> str:
+        """Set when a code is exchanged, holding the refresh family it produced: a replay ends that family."""
+        return f"{self.user_tag(user_id)}:code-spent:{code_hash}"
 
     def denied_subject(self, user_id: str) -> str:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.

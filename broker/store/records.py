@@ -52,6 +52,7 @@ SESSION_FIELDS = ("sid", "user_id", "created_at", "last_seen", "expires_at", "id
 def session_to_hash(session: Session) -> dict[str, str]:
     data = asdict(session)
     data["scopes"] = ",".join(session.scopes)
+    data["client_scopes"] = ",".join(session.client_scopes)
     return {key: str(value) for key, value in data.items()}
 
 
@@ -65,6 +66,7 @@ def session_from_pairs(pairs: list[str]) -> Session:
         open_id=data.get("open_id", ""), name=data.get("name", ""), picture=data.get("picture", ""),
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
         parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
+        client_scopes=tuple(s for s in data.get("client_scopes", "").split(",") if s),
     )
 
 

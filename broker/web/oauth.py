@@ -105,6 +105,16 @@ async def token(request: Request) -> Response:
         if refresh_token is None:
             raise InvalidRequest("refresh_token is required.")
         pair = await svc.tokens.refresh(refresh_token, client=client)
+    elif grant_type == "authorization_code":
+        client = authenticate_client(svc, request, form, required=False)
+        if client is None:
+            raise InvalidClient("The code grant needs the client's client_id (and secret, if it has one).")
+        code, redirect_uri = _text(form, "code"), _text(form, "redirect_uri")
+        if code is None or redirect_uri is None:
+            raise InvalidRequest("code and redirect_uri are required.")
+        answer = await svc.oidc.exchange(code=code, redirect_uri=redirect_uri,
+                                         code_verifier=_text(form, "code_verifier") or "", client=client)
+        return _token_response(svc, request, answer)
     elif grant_type == SESSION_GRANT:
         pair = await _session_grant(svc, request)
     else:

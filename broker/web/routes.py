@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from broker.web import account, gateway, health, oauth, pages, webhooks, wellknown
+from broker.web import account, gateway, health, oauth, oidc, pages, webhooks, wellknown
 
 ROUTES = [
     Route("/", pages.home, methods=["GET"]),
@@ -17,6 +17,9 @@ ROUTES = [
     Route("/account/delete", account.delete_page, methods=["GET"]),
     Route("/account/delete", account.delete_confirmed, methods=["POST"]),
     Route("/auth/verify", gateway.verify, methods=["GET"]),
+    Route("/authorize", oidc.authorize, methods=["GET"]),
+    Route("/authorize/resume", oidc.resume, methods=["GET"]),
+    Route("/userinfo", oidc.userinfo, methods=["GET", "POST"]),
     Route("/oauth/token", oauth.token, methods=["POST"]),
     Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
     Route("/oauth/introspect", oauth.introspect, methods=["POST"]),

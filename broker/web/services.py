@@ -14,6 +14,7 @@ from broker.flows.csrf import FormTokens
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
+from broker.flows.oidc import OidcFlow
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionService
 from broker.flows.tiktok_webhook import TikTokWebhooks
@@ -36,6 +37,7 @@ class Services:
     upstream: UpstreamTokens
     events: Events
     revoker: TikTokRevoker
+    oidc: OidcFlow
     discovery: Discovery
     templates: Jinja2Templates
 

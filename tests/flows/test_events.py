@@ -287,6 +287,17 @@ async def test_run_delivery_delivers_and_stops_when_cancelled(world: World, rece
             await task
 
 
+async def test_run_delivery_always_stops_when_cancelled_even_mid_redis_call(world: World) -> None:
+    # Python 3.11's asyncio.wait_for, used by redis-py, can swallow a cancellation (CPython gh-86296).
+    events = world.replica()
+    for attempt in range(40):
+        task = asyncio.create_task(events.run_delivery(interval=0))
+        await asyncio.sleep(attempt % 8 * 0.0005)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert done and task.cancelled()
+
+
 def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     assert [backoff(n, random=0.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert backoff(3, random=1.0) == pytest.approx(3.2)

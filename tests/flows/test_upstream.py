@@ -320,3 +320,15 @@ async def test_the_background_refresher_keeps_going_and_stops_when_cancelled(wor
     with pytest.raises(asyncio.CancelledError):
         await task
     assert [c["status"] for c in world.refresh_calls()][:2] == [500, 200]
+
+
+async def test_the_background_refresher_stops_whenever_it_is_cancelled(world: World) -> None:
+    """Cancelled at any point, even mid Redis command (where redis-py can swallow the CancelledError)."""
+    await world.link()
+    upstream = world.replica()
+    for attempt in range(30):
+        task = asyncio.create_task(upstream.run_refresh_ahead(interval=0, horizon=60))
+        await asyncio.sleep(attempt / 10_000)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1)
+        assert done, f"still running after cancel #{attempt}"

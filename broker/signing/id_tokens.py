@@ -1,0 +1,41 @@
+"""OpenID Connect ID tokens: who signed in, for which client, when, with the nonce and at_hash the client checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+
+import jwt
+
+from broker.clock import Clock
+from broker.signing.keyring import KeyRing
+
+# OIDC Core 3.1.3.6: at_hash uses the hash of the JWS algorithm (SHA-256 for ES256/RS256); Ed25519 is paired
+# with SHA-512 by the OpenID EdDSA registration.
+_AT_HASH = {"ES256": hashlib.sha256, "RS256": hashlib.sha256, "EdDSA": hashlib.sha512}
+
+
+def at_hash(access_token: str, alg: str) -> str:
+    digest = _AT_HASH[alg](access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+class IdTokenSigner:
+    def __init__(self, keyring: KeyRing, *, issuer: str, clock: Clock) -> None:
+        self._keyring = keyring
+        self._issuer = issuer
+        self._clock = clock
+
+    def issue(self, *, sub: str, client_id: str, ttl: int, auth_time: float, sid: str, nonce: str = "",
+              access_token: str = "", extra: Mapping[str, object] | None = None) -> str:
+        key = self._keyring.signing_key()
+        now = int(self._clock.now())
+        claims: dict[str, object] = dict(extra or {})
+        claims.update({"iss": self._issuer, "sub": sub, "aud": client_id, "exp": now + ttl, "iat": now,
+                       "auth_time": int(auth_time), "sid": sid})
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["at_hash"] = at_hash(access_token, key.alg)
+        return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid, "typ": "JWT"})

@@ -1,0 +1,130 @@
+"""BrokerVerifier: checks a broker access JWT (RFC 9068 profile) offline against the JWKS, optionally online."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+
+import jwt
+
+from broker.verify.errors import TokenRejected
+from broker.verify.introspection import Introspection
+from broker.verify.jwks import JwksCache
+from broker.verify.keys import SUPPORTED_ALGORITHMS
+
+Claims = dict[str, object]
+
+ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+def _time_claim(claims: Claims, name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TokenRejected(f"token has a malformed {name} claim")
+    return float(value)
+
+
+class BrokerVerifier:
+    """Verifies the broker's access tokens for one audience.
+
+    The key comes from the JWKS by kid only (jku, x5u, jwk and x5c are never read) and decides the
+    algorithm: the header's alg must equal the key's, and only `algorithms` (asymmetric, never none or HMAC)
+    are accepted. Then typ at+jwt, iss, aud, exp, nbf and iat (with `leeway` seconds), and, when
+    `introspection` is given, that the broker still calls the token active. `now` is the wall clock.
+    Raises TokenRejected (reason safe to show) or VerifierUnavailable (answer 503, not 401).
+    """
+
+    def __init__(self, issuer: str, audience: str, *, jwks: JwksCache | None = None,
+                 algorithms: Iterable[str] = ("ES256", "EdDSA", "RS256"), leeway: float = 10,
+                 introspection: Introspection | None = None, now: Callable[[], float] = time.time) -> None:
+        allowed = frozenset(algorithms)
+        if not allowed or not allowed <= SUPPORTED_ALGORITHMS:
+            raise ValueError(f"algorithms must be some of {', '.join(sorted(SUPPORTED_ALGORITHMS))}")
+        if leeway < 0:
+            raise ValueError("leeway must not be negative")
+        self.issuer = issuer
+        self.audience = audience
+        self.algorithms = allowed
+        self.jwks = jwks if jwks is not None else JwksCache(issuer.rstrip("/") + "/.well-known/jwks.json",
+                                                             algorithms=allowed)
+        self.introspection = introspection
+        self._leeway = leeway
+        self._now = now
+        self._jws = jwt.PyJWS()
+
+    def __repr__(self) -> str:
+        return f"BrokerVerifier(issuer={self.issuer!r}, audience={self.audience!r})"
+
+    async def verify(self, token: str) -> Claims:
+        """The claims of a valid access token; TokenRejected for anything else."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise TokenRejected("malformed token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise TokenRejected("malformed token") from None
+        if "crit" in header or "b64" in header:
+            raise TokenRejected("unsupported token header")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise TokenRejected("algorithm not allowed")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise TokenRejected("not an access token")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenRejected("token has no key id")
+        key = await self.jwks.get_key(kid)
+        if key is None:
+            raise TokenRejected("unknown signing key")
+        if key.alg != alg or key.alg not in self.algorithms:
+            raise TokenRejected("algorithm not allowed for this key")
+        try:
+            decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
+            claims = json.loads(decoded["payload"])
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("bad signature") from None
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise TokenRejected("malformed token") from None
+        if not isinstance(claims, dict):
+            raise TokenRejected("malformed token")
+        expires = self._check_claims(claims)
+        if self.introspection is not None:
+            remaining = expires + self._leeway - self._now()
+            if not await self.introspection.is_active(token, lifetime=remaining):
+                raise TokenRejected("token is not active")
+        return claims
+
+    def _check_claims(self, claims: Claims) -> float:
+        """Raises TokenRejected unless the claims fit; returns exp."""
+        for name in REQUIRED_CLAIMS:
+            if name not in claims:
+                raise TokenRejected(f"token has no {name} claim")
+        for name in ("sub", "jti"):
+            if not isinstance(claims[name], str) or not claims[name]:
+                raise TokenRejected(f"token has a malformed {name} claim")
+        if claims["iss"] != self.issuer:
+            raise TokenRejected("wrong issuer")
+        aud = claims["aud"]
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self.audience not in audiences:
+            raise TokenRejected("wrong audience")
+        exp, iat = _time_claim(claims, "exp"), _time_claim(claims, "iat")
+        nbf = _time_claim(claims, "nbf") if "nbf" in claims else None
+        now = self._now()
+        if now >= exp + self._leeway:
+            raise TokenRejected("token expired")
+        if nbf is not None and nbf > now + self._leeway:
+            raise TokenRejected("token not yet valid")
+        if iat > now + self._leeway:
+            raise TokenRejected("token issued in the future")
+        return exp
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients the cache and the introspection made for themselves."""
+        await self.jwks.aclose()
+        if self.introspection is not None:
+            await self.introspection.aclose()
