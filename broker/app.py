@@ -96,8 +96,10 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         "tiktok", http_client=http, client_key=settings.tiktok_client_key,
         client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,
         api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout)
+    audiences = (settings.token_audience, *clients.audiences())
     sessions = SessionService(records, tokens, SessionPolicy(settings.session_ttl, settings.session_idle_ttl,
-                                                             settings.access_token_ttl, settings.jwt_leeway), clock)
+                                                             settings.access_token_ttl, settings.jwt_leeway,
+                                                             audiences), clock)
     token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
                            policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,

@@ -52,6 +52,9 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
+    def audiences(self) -> tuple[str, ...]:
+        return tuple(sorted({client.audience for client in self._clients.values() if client.audience}))
+
     def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
 

@@ -40,6 +40,9 @@ class SessionPolicy:
     idle_ttl: int
     access_token_ttl: int
     leeway: int = 0
+    # Every audience the broker issues to (its default and each client's): its own endpoints accept them all;
+    # a resource server checks for its own.
+    audiences: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class SessionService:
 
     def verify_bearer(self, token: str) -> dict[str, object]:
         """Claims of a broker access JWT presented as a bearer token; InvalidToken otherwise."""
-        return self.tokens.verify(token)
+        return self.tokens.verify(token, audience=self.policy.audiences or None)
 
     def forget(self, sid: str) -> None:
         self._jwt_cache.pop(sid, None)

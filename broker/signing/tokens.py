@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import jwt
 
@@ -69,8 +69,10 @@ class TokenService:
                            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
         return IssuedToken(token=token, claims=claims, expires_at=float(now + lifetime))
 
-    def verify(self, token: str, *, audience: str | None = None) -> dict[str, object]:
-        """The claims of a valid access token; InvalidToken (with a short reason) for anything else."""
+    def verify(self, token: str, *, audience: str | Collection[str] | None = None) -> dict[str, object]:
+        """The claims of a valid access token; InvalidToken (with a short reason) for anything else.
+
+        `audience`: the one expected (default: the service's), or several of which the token must name one."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("malformed token")
         try:
@@ -102,7 +104,7 @@ class TokenService:
         self._check_claims(claims, audience or self._audience)
         return claims
 
-    def _check_claims(self, claims: dict[str, object], audience: str) -> None:
+    def _check_claims(self, claims: dict[str, object], audience: str | Collection[str]) -> None:
         for name in REQUIRED_CLAIMS:
             if name not in claims:
                 raise InvalidToken(f"token has no {name} claim")
@@ -127,7 +129,8 @@ class TokenService:
             raise InvalidToken("wrong issuer")
         aud = claims["aud"]
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if audience not in audiences:
+        accepted = {audience} if isinstance(audience, str) else set(audience)
+        if not accepted & set(audiences):
             raise InvalidToken("wrong audience")
 
     def sign_event(self, *, audience: str, sub: str, sid: str | None, event_type: str,
