@@ -80,7 +80,8 @@ async def test_authlib_logs_in_validates_refreshes_and_reads_userinfo(stack: Sta
     assert "authorization_code" in metadata["grant_types_supported"]
     browser = Browser()
     async with AsyncOAuth2Client("webapp", SECRET, scope="openid profile", redirect_uri=WEBAPP_CB,
-                                 code_challenge_method="S256", token_endpoint_auth_method="client_secret_basic") as client:
+                                 code_challenge_method="S256",
+                                 token_endpoint_auth_method="client_secret_basic") as client:
         verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
         url, state = client.create_authorization_url(metadata["authorization_endpoint"], code_verifier=verifier,
                                                      nonce=nonce)
@@ -95,8 +96,8 @@ async def test_authlib_logs_in_validates_refreshes_and_reads_userinfo(stack: Sta
         with pytest.raises(ValueError, match="nonce"):
             validate_id_token(stack, token["id_token"], nonce="another", client_id="webapp",
                               access_token=token["access_token"])
-        access = jose_jwt.decode(token["access_token"],
-                                 KeySet.import_key_set(httpx.get(f"{stack.broker.url}/.well-known/jwks.json").json()))
+        jwks = (await client.get(f"{stack.broker.url}/.well-known/jwks.json")).json()
+        access = jose_jwt.decode(token["access_token"], KeySet.import_key_set(jwks))
         assert access.claims["aud"] == "https://api.example.com" and access.claims["client_id"] == "webapp"
 
         info = (await client.get(metadata["userinfo_endpoint"])).json()
