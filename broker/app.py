@@ -100,8 +100,11 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     sessions = SessionService(records, tokens, SessionPolicy(settings.session_ttl, settings.session_idle_ttl,
                                                              settings.access_token_ttl, settings.jwt_leeway,
                                                              audiences), clock)
+    events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
+                    issuer=settings.issuer)
     token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
-                           policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock)
+                           policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock,
+                           events=events)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,
                       return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
                       policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
@@ -113,8 +116,6 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
                                   lease_ttl=3 * settings.tiktok_timeout, wait_timeout=settings.tiktok_timeout + 2)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
-    events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
-                    issuer=settings.issuer)
     account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
                           clock=clock, deny_for=settings.max_token_lifetime)

@@ -23,5 +23,7 @@ class Metrics:
             "broker_tiktok_webhooks_total", "TikTok webhook deliveries, by outcome", ["outcome"],
             registry=self.registry)
 
+        self.events = Gauge("broker_events", "Downstream event deliveries, by state", ["state"], registry=self.registry)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

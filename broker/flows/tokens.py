@@ -14,6 +14,7 @@ from broker.clients import Client
 from broker.clock import Clock
 from broker.domain import Session, TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidToken
+from broker.flows.events import Events
 from broker.flows.sessions import SessionService
 from broker.store.families import Families
 
@@ -51,11 +52,18 @@ def parse_refresh_token(token: str) -> RefreshToken | None:
 
 
 class TokenFlow:
-    def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock) -> None:
+    def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock,
+                 events: Events | None = None) -> None:
         self.families = families
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
+        self.events = events
+
+    async def _revoked(self, user_id: str, sid: str, reason: str) -> None:
+        self.sessions.forget(sid)
+        if self.events is not None:
+            await self.events.emit("session.revoked", sub=user_id, sid=sid, data={"reason": reason})
 
     def _new_refresh_token(self, session: Session) -> str:
         return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
@@ -99,6 +107,7 @@ class TokenFlow:
         if status == "reused":
             log.warning("refresh token reused after its grace window: family revoked",
                         extra={"user_id": family.user_id, "sid": family.sid})
+            await self._revoked(family.user_id, family.sid, "refresh_token_reused")
             raise InvalidGrant("The refresh token was already used; the session has been ended.")
         raise InvalidGrant("The refresh token is invalid or expired.")
 
@@ -119,8 +128,8 @@ class TokenFlow:
             if not self._owned_by(loaded[0].client_id, client):
                 log.info("revocation by another client ignored", extra={"sid": parsed.sid})
                 return
-            await self.families.end(parsed.user_id, parsed.sid)
-            self.sessions.forget(parsed.sid)
+            if await self.families.end(parsed.user_id, parsed.sid):
+                await self._revoked(parsed.user_id, parsed.sid, "token_revoked")
             return
         try:
             claims = self.sessions.verify_bearer(token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from broker.errors import BrokerError
 from broker.web.services import services
 
 
@@ -23,5 +24,13 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(services(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8",
+    svc = services(request)
+    try:
+        stats = await svc.events.stats()
+        for state in ("pending", "emitted", "delivered", "given_up"):
+            svc.metrics.events.labels(state).set(getattr(stats, state))
+        svc.metrics.tiktok_revoke_backlog.set(await svc.revoker.queue.backlog())
+    except BrokerError:
+        pass  # Redis away: the other metrics still say so (and /readyz does)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8",
                     headers={"Cache-Control": "no-store"})
