@@ -73,13 +73,21 @@ class TokenService:
         """The claims of a valid access token; InvalidToken (with a short reason) for anything else.
 
         `audience`: the one expected (default: the service's), or several of which the token must name one."""
+        claims = self._signed_claims(token, _ACCEPTED_TYPES, "not an access token")
+        self._check_claims(claims, audience or self._audience)
+        return claims
+
+    def _signed_claims(self, token: str, types: Collection[str], wrong_type: str) -> dict[str, object]:
+        """The payload of a token signed by one of our published keys, with a `typ` among `types`.
+
+        The key comes from our own key ring, by kid only (jku, x5u, jwk and x5c are never read), and decides
+        the algorithm: the header only has to agree with it."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("malformed token") from None
-        # jku, x5u, jwk and x5c are never read: the key comes from our own key ring, by kid only.
         if "crit" in header or "b64" in header:
             raise InvalidToken("unsupported token header")
         kid = header.get("kid")
@@ -88,12 +96,11 @@ class TokenService:
         key = self._keyring.verification_key(kid)
         if key is None:
             raise InvalidToken("unknown signing key")
-        # The key decides the algorithm; the header only has to agree with it.
         if header.get("alg") != key.alg:
             raise InvalidToken("algorithm not allowed for this key")
         typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES:
-            raise InvalidToken("not an access token")
+        if not isinstance(typ, str) or typ.lower() not in types:
+            raise InvalidToken(wrong_type)
         try:
             decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
             claims = json.loads(decoded["payload"])
@@ -101,7 +108,6 @@ class TokenService:
             raise InvalidToken("bad signature or malformed token") from None
         if not isinstance(claims, dict):
             raise InvalidToken("malformed token")
-        self._check_claims(claims, audience or self._audience)
         return claims
 
     def _check_claims(self, claims: dict[str, object], audience: str | Collection[str]) -> None:
@@ -159,26 +165,7 @@ class TokenService:
     def verify_event(self, token: str, *, audience: str) -> dict[str, object]:
         """The claims of a valid Security Event Token from this broker (what a receiver checks); InvalidToken
         for anything else, access tokens included."""
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-            raise InvalidToken("malformed token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise InvalidToken("malformed token") from None
-        kid = header.get("kid")
-        key = self._keyring.verification_key(kid) if isinstance(kid, str) and kid else None
-        if key is None or "crit" in header or "b64" in header or header.get("alg") != key.alg:
-            raise InvalidToken("unknown key or unsupported token header")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _EVENT_TYPES:
-            raise InvalidToken("not a security event token")
-        try:
-            decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
-            claims = json.loads(decoded["payload"])
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise InvalidToken("bad signature or malformed token") from None
-        if not isinstance(claims, dict):
-            raise InvalidToken("malformed token")
+        claims = self._signed_claims(token, _EVENT_TYPES, "not a security event token")
         events, aud, iat = claims.get("events"), claims.get("aud"), claims.get("iat")
         # A nonce would let an ID token pass for an event (the back-channel logout rule).
         if "nonce" in claims or not isinstance(events, dict) or not events:
