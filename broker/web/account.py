@@ -58,14 +58,18 @@ async def account_page(request: Request) -> Response:
         "end_token": svc.form_tokens.issue(session.sid, "end-session", now)})
 
 
-@html_endpoint
-async def end_session(request: Request) -> Response:
+async def _signed_in_post(request: Request) -> tuple[Services, Session | None, FormData]:
+    """A browser form post: from this site (CSRF guard), its session (None when signed out) and its fields."""
     svc = services(request)
     require_same_origin(request, svc.settings.issuer)
-    session = await _browser_session(svc, request)
+    return svc, await _browser_session(svc, request), await _form(request)
+
+
+@html_endpoint
+async def end_session(request: Request) -> Response:
+    svc, session, form = await _signed_in_post(request)
     if session is None:
         return _to_login(svc, "/account")
-    form = await _form(request)
     sid, token = form.get("sid"), form.get("csrf_token")
     if not isinstance(sid, str) or not svc.form_tokens.check(str(token or ""), session.sid, "end-session",
                                                               svc.account.clock.now()):
@@ -112,12 +116,9 @@ async def delete_page(request: Request) -> Response:
 
 @html_endpoint
 async def delete_confirmed(request: Request) -> Response:
-    svc = services(request)
-    require_same_origin(request, svc.settings.issuer)
-    session = await _browser_session(svc, request)
+    svc, session, form = await _signed_in_post(request)
     if session is None:
         return _to_login(svc, "/account/delete")
-    form = await _form(request)
     if not svc.form_tokens.check(str(form.get("confirmation") or ""), session.sid, "delete-account",
                                  svc.account.clock.now()):
         raise InvalidRequest("The confirmation has expired. Please confirm again.")
