@@ -21,6 +21,7 @@ from broker.emulator.revoke import revoke_endpoint
 from broker.emulator.state import EmulatorState
 from broker.emulator.token import token_endpoint
 from broker.emulator.userinfo import user_info_endpoint
+from broker.emulator.videos import video_list_endpoint, video_query_endpoint
 
 
 async def home(request: Request) -> Response:
@@ -50,6 +51,8 @@ def create_emulator_app(config: EmulatorConfig | None = None, *, clock: Clock | 
         Route("/v2/oauth/token/", token_endpoint, methods=["POST"]),
         Route("/v2/oauth/revoke/", revoke_endpoint, methods=["POST"]),
         Route("/v2/user/info/", user_info_endpoint, methods=["GET"]),
+        Route("/v2/video/list/", video_list_endpoint, methods=["POST"]),
+        Route("/v2/video/query/", video_query_endpoint, methods=["POST"]),
         Route("/_emulator/avatars/{open_id}.svg", avatar, methods=["GET"]),
         *control.routes,
     ]

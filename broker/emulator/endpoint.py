@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.emulator.faults import fault_response
+from broker.emulator.faults import API_ENDPOINTS, fault_response
 from broker.emulator.responses import bearer_token, form_value, new_log_id
 from broker.emulator.state import emulator
 
@@ -18,7 +18,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 async def _presented(request: Request, endpoint: str) -> tuple[str | None, str | None]:
     """(grant_type, token) the client sent, read before any fault so faulted calls are recorded too."""
-    if endpoint == "user_info":
+    if endpoint in API_ENDPOINTS:
         return None, bearer_token(request)
     if endpoint in ("token", "revoke"):
         form = await request.form()  # cached on the request, so the handler reads the same fields

@@ -8,7 +8,8 @@ from typing import Any
 
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-ENDPOINTS = ("authorize", "consent", "token", "revoke", "user_info", "*")
+API_ENDPOINTS = ("user_info", "video_list", "video_query")  # Bearer-authorized, data/error envelope
+ENDPOINTS = ("authorize", "consent", "token", "revoke", *API_ENDPOINTS, "*")
 MODES = ("latency", "http_500", "error_200", "rate_limit", "garbage")
 
 
@@ -80,7 +81,7 @@ def fault_response(endpoint: str, mode: str, log_id: str) -> Response:
     if endpoint in ("authorize", "consent"):
         text = "Too many requests" if mode == "rate_limit" else "Something went wrong. Please try again later."
         return HTMLResponse(f"<html><body><h1>TikTok</h1><p>{text}</p></body></html>", status, headers=headers)
-    if endpoint == "user_info":
+    if endpoint in API_ENDPOINTS:
         code, message = ("rate_limit_exceeded", "Rate limit exceeded.") if mode == "rate_limit" else (
             "internal_error", "Internal error, please retry later.")
         return JSONResponse({"error": {"code": code, "message": message, "log_id": log_id}}, status,

@@ -29,6 +29,8 @@ class EmulatorState:
                                  old_access_survives=config.old_access_token_survives_refresh)
         self.faults = FaultBook()
         self.user_info_window = SlidingWindow(clock, config.rate_limit_per_minute)
+        self.video_list_window = SlidingWindow(clock, config.rate_limit_per_minute)
+        self.video_query_window = SlidingWindow(clock, config.rate_limit_per_minute)
         self.webhooks = WebhookSender(config, clock, webhook_client)
         # One record per API call, oldest first: {"endpoint", "grant_type", "token", "status", "error", "time"}.
         self.calls: list[dict[str, Any]] = []
@@ -71,6 +73,8 @@ class EmulatorState:
         self.tokens.clear()
         self.faults.clear()
         self.user_info_window.clear()
+        self.video_list_window.clear()
+        self.video_query_window.clear()
         self.users.clear_typed()
         self.calls.clear()
         self.webhooks.deliveries.clear()
