@@ -25,6 +25,7 @@ from broker.flows.oidc import OidcFlow
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionPolicy, SessionService
+from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
 from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow, TokenPolicy
 from broker.flows.upstream import UpstreamTokens
@@ -41,6 +42,7 @@ from broker.store.events import EventStore
 from broker.store.families import Families
 from broker.store.keys import KeySpace
 from broker.store.once import OnceMarkers
+from broker.store.ratelimit import RateLimiter
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis
 from broker.store.revocations import RevocationQueue
@@ -125,11 +127,17 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
                     tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
                     records=records, clock=clock, issuer=settings.issuer)
+    tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
+                           limiter=RateLimiter(redis_client, keyspace), clock=clock,
+                           policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
+                                              user_rate=settings.tiktok_proxy_user_rate,
+                                              client_rate=settings.tiktok_proxy_client_rate,
+                                              timeout=settings.tiktok_timeout))
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, discovery=discovery,
-                        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)))
+                        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -82,6 +82,9 @@ class Settings:
     refresh_grace: int = 10
     tiktok_refresh_margin: int = 300
     tiktok_refresh_ahead: bool = False
+    tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/")
+    tiktok_proxy_user_rate: int = 600  # requests per minute per user and path, all callers together
+    tiktok_proxy_client_rate: int = 300  # requests per minute per user, path and calling client
     clients_file: Path | None = None
     webhook_urls: tuple[str, ...] = ()
     dev_mode: bool = False
@@ -190,6 +193,24 @@ def _url_list(value: str) -> tuple[str, ...]:
     return tuple(_absolute_url(item) for item in _list(value))
 
 
+def _api_paths(value: str) -> tuple[str, ...]:
+    paths = _list(value)
+    for path in paths:
+        if not path.startswith("/") or "?" in path or "#" in path or "/../" in path + "/" or "//" in path:
+            raise ValueError(f"each entry must be an absolute path like /v2/user/info/, got {path!r}")
+    return paths
+
+
+def _rate(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number of requests per minute, got {value!r}") from None
+    if not 1 <= number <= 1_000_000:
+        raise ValueError(f"must be between 1 and 1000000 requests per minute, got {number}")
+    return number
+
+
 def parse_vault_keys(value: str) -> tuple[VaultKey, ...]:
     """`kid:key,kid:key`: key is 32 random bytes in unpadded base64url; the first entry encrypts."""
     keys: list[VaultKey] = []
@@ -252,6 +273,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         refresh_grace=r.get("REFRESH_GRACE", defaults.refresh_grace, _seconds(0, 60)),
         tiktok_refresh_margin=r.get("TIKTOK_REFRESH_MARGIN", defaults.tiktok_refresh_margin, _seconds(0, 3600)),
         tiktok_refresh_ahead=r.get("TIKTOK_REFRESH_AHEAD", False, _boolean),
+        tiktok_proxy_paths=r.get("TIKTOK_PROXY_PATHS", defaults.tiktok_proxy_paths, _api_paths),
+        tiktok_proxy_user_rate=r.get("TIKTOK_PROXY_USER_RATE", defaults.tiktok_proxy_user_rate, _rate),
+        tiktok_proxy_client_rate=r.get("TIKTOK_PROXY_CLIENT_RATE", defaults.tiktok_proxy_client_rate, _rate),
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
     )

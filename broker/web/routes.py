@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from broker.web import account, gateway, health, oauth, oidc, pages, webhooks, wellknown
+from broker.web import account, gateway, health, oauth, oidc, pages, tiktok_proxy, webhooks, wellknown
 
 ROUTES = [
     Route("/", pages.home, methods=["GET"]),
@@ -23,6 +23,7 @@ ROUTES = [
     Route("/oauth/token", oauth.token, methods=["POST"]),
     Route("/oauth/revoke", oauth.revoke, methods=["POST"]),
     Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
+    Route("/tiktok/{path:path}", tiktok_proxy.proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     Route("/.well-known/jwks.json", wellknown.jwks, methods=["GET"]),
     Route("/.well-known/openid-configuration", wellknown.openid_configuration, methods=["GET"]),
     Route("/webhooks/tiktok", webhooks.tiktok, methods=["POST"]),

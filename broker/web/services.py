@@ -17,6 +17,7 @@ from broker.flows.login import LoginFlow
 from broker.flows.oidc import OidcFlow
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionService
+from broker.flows.tiktok_api import TikTokApi
 from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow
 from broker.flows.upstream import UpstreamTokens
@@ -40,6 +41,7 @@ class Services:
     oidc: OidcFlow
     discovery: Discovery
     templates: Jinja2Templates
+    tiktok_api: TikTokApi
 
 
 def services(request: HTTPConnection) -> Services:

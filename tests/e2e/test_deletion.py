@@ -92,6 +92,9 @@ def test_deletion_removes_every_trace_refuses_every_token_and_tells_everyone(
     browser.client.post(f"{stack.broker.url}/oauth/revoke", data={"token": cookie_jwt})
     newer = browser.client.post(f"{stack.broker.url}/oauth/token",
                                 data={"grant_type": "refresh_token", "refresh_token": pair["refresh_token"]}).json()
+    proxied = httpx.get(f"{stack.broker.url}/tiktok/v2/user/info/", params={"fields": "open_id"},
+                        headers={"Authorization": f"Bearer {newer['access_token']}"})
+    assert proxied.status_code == 200  # leaves rate-limit buckets behind, which deletion must find too
     assert any(sub in key for key in redis_sync.keys("*"))
 
     response = httpx.delete(f"{stack.broker.url}/account", headers={"Authorization": f"Bearer {newer['access_token']}"})
