@@ -7,6 +7,9 @@
     ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
+    │   └── LoginRequired            401 login_required    (the user's TikTok grant is gone: sign in again)
+    ├── InsufficientScope            403 insufficient_scope (the user did not grant a TikTok scope)
+    ├── RateLimited                  429 rate_limited      (our own limits; Retry-After)
     ├── AccessDenied                 403 access_denied     (the user refused at TikTok)
     ├── Forbidden                    403 forbidden         (a cross-site request to a browser endpoint)
     ├── LoginFailed                  400 invalid_request   (state, binding cookie, or code problems at /callback)
@@ -70,6 +73,23 @@ class InvalidToken(BrokerError):
     code = "invalid_token"
     status = 401
     default_description = "The credential is missing, expired or revoked."
+
+
+class LoginRequired(InvalidToken):
+    code = "login_required"
+    default_description = "TikTok no longer accepts this user's sign-in: the user must log in again."
+
+
+class InsufficientScope(BrokerError):
+    code = "insufficient_scope"
+    status = 403
+    default_description = "The user did not grant the TikTok scope this request needs."
+
+
+class RateLimited(BrokerError):
+    code = "rate_limited"
+    status = 429
+    default_description = "Too many requests. Please retry later."
 
 
 class AccessDenied(BrokerError):

@@ -21,11 +21,12 @@ from broker.clients import Client
 from broker.clock import Clock
 from broker.domain import ProviderTokens
 from broker.errors import (
-    BrokerError,
+    InsufficientScope,
     InvalidClient,
     InvalidRequest,
-    InvalidToken,
+    LoginRequired,
     NotFound,
+    RateLimited,
     UpstreamRejected,
     UpstreamUnavailable,
 )
@@ -51,24 +52,6 @@ FORWARD_REQUEST = ("accept", "accept-encoding", "accept-language", "content-type
 # Response headers the caller gets back from TikTok.
 FORWARD_RESPONSE = ("content-type", "content-encoding", "retry-after", "x-tt-logid", "x-ratelimit-limit",
                     "x-ratelimit-remaining", "x-ratelimit-reset")
-SIGN_IN_AGAIN = "TikTok no longer accepts this user's sign-in: the user must log in again."
-
-
-class LoginRequired(InvalidToken):
-    code = "login_required"
-    default_description = SIGN_IN_AGAIN
-
-
-class InsufficientScope(BrokerError):
-    code = "insufficient_scope"
-    status = 403
-    default_description = "The user did not grant the TikTok scope this request needs."
-
-
-class RateLimited(BrokerError):
-    code = "rate_limited"
-    status = 429
-    default_description = "Too many TikTok API requests for this user. Please retry later."
 
 
 @dataclass(frozen=True)
