@@ -12,10 +12,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker.emulator.api_auth import authorize_api_call
 from broker.emulator.config import TestUser
 from broker.emulator.endpoint import emulated
 from broker.emulator.ratelimit import SlidingWindow
-from broker.emulator.responses import api_error, api_ok, bearer_token
+from broker.emulator.responses import api_error, api_ok
 from broker.emulator.state import EmulatorState, emulator
 from broker.emulator.video_seed import SeedVideo, seed_videos
 
@@ -58,27 +59,13 @@ def _serve(state: EmulatorState, user: TestUser, video: SeedVideo, names: list[s
 
 
 async def _authorized(request: Request, window: SlidingWindow) -> tuple[TestUser, list[str]] | Response:
-    """The checks both endpoints share, in user info's order: rate limit, Bearer, scope, `fields`."""
-    state = emulator(request)
-    if not window.allow():
-        return api_error(request, "rate_limit_exceeded",
-                         "The API rate limit was exceeded. Please try again later.", 429)
-    token = bearer_token(request)
-    record = state.tokens.access(token) if token else None
-    if record is None or not record.active(state.clock.now()):
-        message = ("The access token is invalid or not found in the request." if record is None
-                   else "Access token expired or revoked; refresh it and retry.")
-        return api_error(request, "access_token_invalid", message, 401)
-    if VIDEO_LIST not in record.scopes or record.open_id is None:
-        return api_error(request, "scope_not_authorized",
-                         "The user did not authorize the scope required for completing this request.", 401)
-    names = [name.strip() for name in request.query_params.get("fields", "").split(",") if name.strip()]
-    if not names:
-        return api_error(request, "invalid_params", "The required parameter 'fields' is missing.", 400)
-    user = state.users.get(record.open_id)
+    checked = authorize_api_call(request, window, VIDEO_LIST)
+    if isinstance(checked, Response):
+        return checked
+    user = emulator(request).users.get(checked.open_id)
     if user is None:
         return api_error(request, "access_token_invalid", "The user no longer exists.", 401)
-    return user, names
+    return user, checked.fields
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
