@@ -10,6 +10,7 @@ from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.templating import Jinja2Templates
 
 from broker.clients import load_clients
@@ -49,6 +50,7 @@ from broker.store.revocations import RevocationQueue
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
 from broker.web.errors import EXCEPTION_HANDLERS
+from broker.web.request_id import RequestIdMiddleware
 from broker.web.routes import ROUTES
 from broker.web.services import Services
 
@@ -158,6 +160,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
             if owned_redis:
                 await cast(Any, redis_client).aclose()
 
-    app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan)
+    app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
+                    middleware=[Middleware(RequestIdMiddleware)])
     app.state.services = services
     return app

@@ -57,8 +57,9 @@ def _run_servers(servers: Sequence[object]) -> None:
 def _uvicorn_server(app: object, host: str, port: int) -> object:
     import uvicorn
 
+    # log_config=None keeps the JSON logging set up in main() for uvicorn's own lines too.
     config = uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,  # type: ignore[arg-type]
-                            proxy_headers=False, access_log=False)
+                            proxy_headers=False, access_log=False, log_config=None)
     return uvicorn.Server(config)
 
 
@@ -168,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from broker.logs import configure
+
+    configure()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
