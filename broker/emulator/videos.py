@@ -58,14 +58,19 @@ def _serve(state: EmulatorState, user: TestUser, video: SeedVideo, names: list[s
     return {name: values[name] for name in names if name in values}
 
 
-async def _authorized(request: Request, window: SlidingWindow) -> tuple[TestUser, list[str]] | Response:
+async def _authorized(request: Request, window: SlidingWindow
+                      ) -> tuple[TestUser, list[str], dict[str, Any]] | Response:
+    """What both endpoints check first: the call itself (rate, token, scope, fields), the user, the JSON body."""
     checked = authorize_api_call(request, window, VIDEO_LIST)
     if isinstance(checked, Response):
         return checked
     user = emulator(request).users.get(checked.open_id)
     if user is None:
         return api_error(request, "access_token_invalid", "The user no longer exists.", 401)
-    return user, checked.fields
+    body = await _json_body(request)
+    if body is None:
+        return _invalid(request, "The request body must be a JSON object.")
+    return user, checked.fields, body
 
 
 async def _json_body(request: Request) -> dict[str, Any] | None:
@@ -87,10 +92,7 @@ async def video_list_endpoint(request: Request) -> Response:
     checked = await _authorized(request, state.video_list_window)
     if isinstance(checked, Response):
         return checked
-    user, names = checked
-    body = await _json_body(request)
-    if body is None:
-        return _invalid(request, "The request body must be a JSON object.")
+    user, names, body = checked
     max_count = body.get("max_count", DEFAULT_COUNT)
     cursor = body.get("cursor")
     if max_count is None:
@@ -113,10 +115,7 @@ async def video_query_endpoint(request: Request) -> Response:
     checked = await _authorized(request, state.video_query_window)
     if isinstance(checked, Response):
         return checked
-    user, names = checked
-    body = await _json_body(request)
-    if body is None:
-        return _invalid(request, "The request body must be a JSON object.")
+    user, names, body = checked
     filters = body.get("filters")
     video_ids = filters.get("video_ids") if isinstance(filters, dict) else None
     if (not isinstance(video_ids, list) or not 1 <= len(video_ids) <= MAX_IDS
