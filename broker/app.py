@@ -25,7 +25,7 @@ from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.oidc import OidcFlow
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
-from broker.flows.sessions import SessionPolicy, SessionService
+from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
 from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow, TokenPolicy
@@ -42,12 +42,14 @@ from broker.store.codes import AuthorizationStore
 from broker.store.events import EventStore
 from broker.store.families import Families
 from broker.store.keys import KeySpace
+from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
 from broker.store.ratelimit import RateLimiter
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis
 from broker.store.revocations import RevocationQueue
 from broker.store.tiktok_tokens import TikTokTokenStore
+from broker.store.tracking import InvalidationListener, tracked_prefixes, tracking_connector
 from broker.store.vault import Vault
 from broker.web.errors import EXCEPTION_HANDLERS
 from broker.web.request_id import RequestIdMiddleware
@@ -101,14 +103,26 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,
         api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout)
     audiences = (settings.token_audience, *clients.audiences())
+    # Each process keeps live sessions and clean access tokens in memory while a tracking connection reports
+    # every write to them (a client passed in by a caller has no URL to open one with: no cache then).
+    connector = tracking_connector(settings.redis_url.reveal()) if owned_redis else None
+    listener = (InvalidationListener(connector, tracked_prefixes(keyspace))
+                if connector is not None and settings.local_cache_size > 0 else None)
+    session_cache: TrackedCache[CachedSession] | None = None
+    access_cache: TrackedCache[bool] | None = None
+    if listener is not None:
+        session_cache = TrackedCache(listener, settings.local_cache_size)
+        access_cache = TrackedCache(listener, settings.local_cache_size)
+        listener.subscribe(session_cache)
+        listener.subscribe(access_cache)
     sessions = SessionService(records, tokens, SessionPolicy(settings.session_ttl, settings.session_idle_ttl,
                                                              settings.access_token_ttl, settings.jwt_leeway,
-                                                             audiences), clock)
+                                                             audiences), clock, cache=session_cache)
     events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
                     issuer=settings.issuer)
     token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
                            policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock,
-                           events=events)
+                           events=events, access_cache=access_cache)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,
                       return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
                       policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
@@ -148,6 +162,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         jobs: list[Coroutine[Any, Any, None]] = [revoker.run(), events.run_delivery()]
         if rotator is not None:
             jobs.append(rotator.run_forever())
+        if listener is not None:
+            jobs.append(listener.run())
         if settings.tiktok_refresh_ahead:
             jobs.append(fresh_tokens.run_refresh_ahead(interval=60, horizon=2 * settings.tiktok_refresh_margin))
         background = [asyncio.create_task(job) for job in jobs]

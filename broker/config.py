@@ -87,6 +87,8 @@ class Settings:
     tiktok_proxy_client_rate: int = 300  # requests per minute per user, path and calling client
     clients_file: Path | None = None
     webhook_urls: tuple[str, ...] = ()
+    # Sessions and clean access tokens each process keeps in memory, dropped on Redis invalidations; 0: off.
+    local_cache_size: int = 10_000
     dev_mode: bool = False
 
     @property
@@ -211,6 +213,16 @@ def _rate(value: str) -> int:
     return number
 
 
+def _cache_size(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"must be a whole number of entries, got {value!r}") from None
+    if not 0 <= number <= 10_000_000:
+        raise ValueError(f"must be between 0 (off) and 10000000 entries, got {number}")
+    return number
+
+
 def parse_vault_keys(value: str) -> tuple[VaultKey, ...]:
     """`kid:key,kid:key`: key is 32 random bytes in unpadded base64url; the first entry encrypts."""
     keys: list[VaultKey] = []
@@ -278,6 +290,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tiktok_proxy_client_rate=r.get("TIKTOK_PROXY_CLIENT_RATE", defaults.tiktok_proxy_client_rate, _rate),
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
+        local_cache_size=r.get("LOCAL_CACHE_SIZE", defaults.local_cache_size, _cache_size),
     )
     if "user.info.basic" not in settings.tiktok_scopes:
         r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from broker.clock import Clock
 from broker.domain import Identity, IssuedToken, ProviderTokens, Session
 from broker.signing.tokens import TokenService
+from broker.store.local_cache import TrackedCache, disabled_cache
 from broker.store.records import Records
 
 # A cookie is "<user id>.<secret>": the user id finds the user's Redis slot, the secret proves possession.
 COOKIE_PATTERN = re.compile(r"^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
 # A session's JWT is reused until this share of its lifetime has passed, then a fresh one is minted.
 REUSE_FRACTION = 0.8
-# Slide the idle expiry at most this often, so most gateway checks are pure reads.
+# Slide the idle expiry at most this often (and at least four times per idle lifetime), so most gateway checks
+# are pure reads; a session served from the local cache is read from Redis again after the same interval.
 TOUCH_INTERVAL = 60
 TOKEN_CACHE_SIZE = 10_000
 
@@ -46,13 +48,22 @@ class SessionPolicy:
 
 
 @dataclass(frozen=True)
+class CachedSession:
+    """A live browser session as Redis last showed it, and when (our clock) that was."""
+
+    session: Session
+    read_at: float
+
+
+@dataclass(frozen=True)
 class NewSession:
     session: Session
     cookie_value: str
 
 
 class SessionService:
-    def __init__(self, records: Records, tokens: TokenService, policy: SessionPolicy, clock: Clock) -> None:
+    def __init__(self, records: Records, tokens: TokenService, policy: SessionPolicy, clock: Clock,
+                 cache: TrackedCache[CachedSession] | None = None) -> None:
         self.records = records
         self.tokens = tokens
         self.policy = policy
@@ -60,6 +71,10 @@ class SessionService:
         # Per-process cache of each session's current JWT. Losing it costs one signature, nothing more:
         # the session itself lives in Redis.
         self._jwt_cache: OrderedDict[str, IssuedToken] = OrderedDict()
+        # Per-process cache of live sessions by sid, kept true by Redis invalidations (see store/local_cache.py):
+        # most gateway checks then need no Redis round trip at all.
+        self._sessions: TrackedCache[CachedSession] = cache if cache is not None else disabled_cache()
+        self._touch_interval = max(1, min(TOUCH_INTERVAL, policy.idle_ttl // 4))
 
     def new_session(self, user_id: str, identity: Identity, tokens: ProviderTokens, *, user_agent: str = "",
                     ip: str = "") -> NewSession:
@@ -83,15 +98,40 @@ class SessionService:
             return None
         user_id, secret = match.groups()
         sid = session_id_for(secret)
+        now = self.clock.now()
+        hit = self._sessions.get(sid)
+        # A hit is a session Redis showed us within the touch interval and that has not ended since (its key
+        # would have been invalidated); its own expiry instants are checked against the clock here.
+        if (hit is not None and now - hit.read_at < self._touch_interval
+                and now < min(hit.session.expires_at, hit.session.idle_expires_at)
+                and hmac.compare_digest(hit.session.user_id, user_id)):
+            return hit.session
+        return await self._read_session(user_id, sid, now)
+
+    async def _read_session(self, user_id: str, sid: str, now: float) -> Session | None:
         cached = self._jwt_cache.get(sid)
-        session, cached_revoked = await self.records.touch_session(
-            user_id, sid, self.clock.now(), self.policy.idle_ttl, TOUCH_INTERVAL,
-            cached_jti=str(cached.claims["jti"]) if cached else None)
+        cached_jti = str(cached.claims["jti"]) if cached else None
+        # The read depends on the session record and on the denylist entry of the JWT we hand out for it.
+        keys = [self.records.keys.session(user_id, sid)]
+        if cached_jti:
+            keys.append(self.records.keys.denied_jti(user_id, cached_jti))
+        ticket = self._sessions.begin(keys)
+        try:
+            session, cached_revoked = await self.records.touch_session(
+                user_id, sid, now, self.policy.idle_ttl, self._touch_interval, cached_jti=cached_jti)
+        except BaseException:
+            self._sessions.abandon(ticket)
+            raise
         if cached_revoked:
             self.forget(sid)  # its JWT was revoked (RFC 7009): the next one is minted afresh
         # The key name already binds user id and sid; comparing again guards against a corrupted record.
         if session is None or session.kind != "browser" or not hmac.compare_digest(session.user_id, user_id):
+            self._sessions.abandon(ticket)
             return None
+        if cached_revoked or self._jwt_cache.get(sid) is not cached:
+            self._sessions.abandon(ticket)  # the JWT changed meanwhile: cache after a read with the new one
+        else:
+            self._sessions.put(ticket, sid, CachedSession(session, now))
         return session
 
     def access_token_for(self, session: Session) -> IssuedToken:
@@ -105,6 +145,8 @@ class SessionService:
                 return cached
         issued = self.mint(session)
         self._jwt_cache[session.sid] = issued
+        # The cached session depended on the old JWT's denylist entry: read it again with the new one's.
+        self._sessions.drop(session.sid)
         if len(self._jwt_cache) > TOKEN_CACHE_SIZE:
             self._jwt_cache.popitem(last=False)
         return issued
@@ -134,6 +176,7 @@ class SessionService:
 
     def forget(self, sid: str) -> None:
         self._jwt_cache.pop(sid, None)
+        self._sessions.drop(sid)
 
     async def end(self, session: Session) -> None:
         self.forget(session.sid)

@@ -17,6 +17,7 @@ from broker.errors import InvalidClient, InvalidGrant, InvalidToken
 from broker.flows.events import Events
 from broker.flows.sessions import SessionService
 from broker.store.families import Families
+from broker.store.local_cache import TrackedCache, disabled_cache
 
 log = logging.getLogger("broker.tokens")
 
@@ -53,11 +54,13 @@ def parse_refresh_token(token: str) -> RefreshToken | None:
 
 class TokenFlow:
     def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock,
-                 events: Events | None = None) -> None:
+                 events: Events | None = None, access_cache: TrackedCache[bool] | None = None) -> None:
         self.families = families
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
+        # Access tokens found clean of every denylist, kept only while Redis reports no write to what was read.
+        self._clean_tokens: TrackedCache[bool] = access_cache if access_cache is not None else disabled_cache()
         self.events = events
 
     async def _revoked(self, user_id: str, sid: str, reason: str) -> None:
@@ -147,9 +150,20 @@ class TokenFlow:
     async def check_access_token(self, token: str) -> dict[str, object]:
         """Claims of a valid broker access JWT whose session lives and that no denylist names."""
         claims = self.sessions.verify_bearer(token)
-        state = await self.families.access_state(str(claims["sub"]), str(claims["sid"]), str(claims["jti"]))
+        sub, sid, jti = str(claims["sub"]), str(claims["sid"]), str(claims["jti"])
+        name = f"{sub}/{sid}/{jti}"
+        if self._clean_tokens.get(name):
+            return claims
+        ticket = self._clean_tokens.begin(self.families.access_state_keys(sub, sid, jti))
+        try:
+            state = await self.families.access_state(sub, sid, jti)
+        except BaseException:
+            self._clean_tokens.abandon(ticket)
+            raise
         if state != "ok":
+            self._clean_tokens.abandon(ticket)
             raise InvalidToken("The token has been revoked.", log_detail=state)
+        self._clean_tokens.put(ticket, name, True)
         return claims
 
     async def session_for(self, claims: dict[str, object]) -> Session | None:

@@ -144,12 +144,17 @@ class Families:
             pipe.pexpireat(listed, _ms(until + 86400))
             await pipe.execute()
 
+    def access_state_keys(self, user_id: str, sid: str, jti: str) -> tuple[str, str, str]:
+        """What access_state reads: the session or family, the token's denylist entry, the subject's."""
+        return self.keys.session(user_id, sid), self.keys.denied_jti(user_id, jti), self.keys.denied_subject(user_id)
+
     async def access_state(self, user_id: str, sid: str, jti: str) -> str:
         """"ok", "no_session", "jti_denied" or "sub_denied": every denylist, in one round trip."""
+        session_key, jti_key, subject_key = self.access_state_keys(user_id, sid, jti)
         async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.session(user_id, sid))
-            pipe.exists(self.keys.denied_jti(user_id, jti))
-            pipe.exists(self.keys.denied_subject(user_id))
+            pipe.exists(session_key)
+            pipe.exists(jti_key)
+            pipe.exists(subject_key)
             session_exists, jti_denied, sub_denied = await pipe.execute()
         if sub_denied:
             return "sub_denied"

@@ -24,6 +24,14 @@ class KeySpace:
     def user_tag(self, user_id: str) -> str:
         return f"{self.prefix}{{u:{user_id}}}"
 
+    def user_tag_prefix(self) -> str:
+        """What every per-user key starts with (see user_tag)."""
+        return f"{self.prefix}{{u:"
+
+    def denylist_prefix(self) -> str:
+        """What the denylist keys outside any user's slot start with (see denied_subject)."""
+        return f"{self.prefix}deny:"
+
     def user(self, user_id: str) -> str:
         return f"{self.user_tag(user_id)}:user"
 
@@ -60,7 +68,7 @@ class KeySpace:
 
     def denied_subject(self, user_id: str) -> str:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
-        return f"{self.prefix}deny:sub:{digest(user_id)}"
+        return f"{self.denylist_prefix()}sub:{digest(user_id)}"
 
     def readiness_probe(self) -> str:
         return f"{self.prefix}readyz"

@@ -130,10 +130,10 @@ def _common_kwargs() -> dict[str, Any]:
     }
 
 
-def create_redis(url: str) -> RedisClient:
-    """Build (but do not connect) a client for any supported URL."""
+def create_redis(url: str, **overrides: Any) -> RedisClient:
+    """Build (but do not connect) a client for any supported URL; `overrides` replace connection options."""
     target = parse_redis_url(url)
-    kwargs = _common_kwargs()
+    kwargs = {**_common_kwargs(), **overrides}
     if target.kind == "standalone":
         return Redis.from_url(url.split("?")[0] if target.tls else url, **kwargs, **_tls_kwargs(target))
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
