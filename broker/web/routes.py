@@ -1,4 +1,6 @@
-"""The route table: one line per path. openapi.yaml mirrors it (a test keeps the two identical)."""
+"""The route table: one line per path. openapi.yaml mirrors it (a test keeps the two identical).
+
+Starlette tries the routes in order, so the gateway check, which most requests are, comes first."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from starlette.routing import Route
 from broker.web import account, gateway, health, oauth, oidc, pages, tiktok_proxy, webhooks, wellknown
 
 ROUTES = [
+    Route("/auth/verify", gateway.verify, methods=["GET"]),
     Route("/", pages.home, methods=["GET"]),
     Route("/login", pages.login, methods=["GET"]),
     Route("/callback", pages.callback, methods=["GET"]),
@@ -16,7 +19,6 @@ ROUTES = [
     Route("/account/sessions/end", account.end_session, methods=["POST"]),
     Route("/account/delete", account.delete_page, methods=["GET"]),
     Route("/account/delete", account.delete_confirmed, methods=["POST"]),
-    Route("/auth/verify", gateway.verify, methods=["GET"]),
     Route("/authorize", oidc.authorize, methods=["GET"]),
     Route("/authorize/resume", oidc.resume, methods=["GET"]),
     Route("/userinfo", oidc.userinfo, methods=["GET", "POST"]),
