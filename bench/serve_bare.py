@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.serving import port_argument, serve
+from bench.serving import port_argument, serve_factory
 
 # As long as the broker's: brt1.<user id, 22>.<family id, 32>.<secret, 43>.
 BARE_REFRESH_TOKEN = f"brt1.{'u' * 22}.{'f' * 32}.{'s' * 43}"
@@ -42,7 +42,8 @@ def create_bare_app() -> Starlette:
 
 
 def main() -> None:
-    serve(create_bare_app(), port_argument().port)
+    args = port_argument()
+    serve_factory("bench.serve_bare:create_bare_app", args.port, args.workers)
 
 
 if __name__ == "__main__":

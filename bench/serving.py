@@ -22,9 +22,16 @@ UVICORN_OPTIONS: dict[str, Any] = {
 def port_argument(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redirect-uri", action="append", default=[])
     return parser.parse_args(argv)
 
 
 def serve(app: Any, port: int) -> None:
     uvicorn.run(app, port=port, **UVICORN_OPTIONS)
+
+
+def serve_factory(factory: str, port: int, workers: int) -> None:
+    """Serve `module:function` (an app factory) with `workers` processes sharing the listening socket, as
+    `uvicorn --workers N --factory` does; with one worker it runs in this process, like serve()."""
+    uvicorn.run(factory, factory=True, port=port, workers=workers, **UVICORN_OPTIONS)

@@ -108,6 +108,18 @@ class Stack:
     def broker(self) -> Broker:
         return self.start_broker("broker", 0)
 
+    def start_workers(self, name: str, *, broker: bool, workers: int) -> ServerProcess:
+        """The broker (on the real Redis) or the bare app with `workers` uvicorn worker processes sharing one
+        port. No login runs against these (their ports are not registered at the emulator)."""
+        port = free_port()
+        args = ["--workers", str(workers)]
+        if broker:
+            return self._start(ServerProcess(name, "bench.serve_broker", port, log_dir=self.workdir / "logs",
+                                             env=self.broker_env(port, self.redis.url), args=args,
+                                             ready_path="/healthz"))
+        return self._start(ServerProcess(name, "bench.serve_bare", port, log_dir=self.workdir / "logs", args=args,
+                                         ready_path="/auth/verify"))
+
     @cached_property
     def bare(self) -> ServerProcess:
         return self._start(ServerProcess("bare", "bench.serve_bare", free_port(), log_dir=self.workdir / "logs",

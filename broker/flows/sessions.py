@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from broker.clock import Clock
 from broker.domain import Identity, IssuedToken, ProviderTokens, Session
+from broker.flows.devices import device_label
 from broker.signing.tokens import TokenService
 from broker.store.local_cache import TrackedCache, disabled_cache
 from broker.store.records import Records
@@ -84,8 +85,8 @@ class SessionService:
         session = Session(
             sid=session_id_for(secret), user_id=user_id, created_at=now, last_seen=now,
             expires_at=now + self.policy.absolute_ttl, idle_expires_at=now + self.policy.idle_ttl,
-            scopes=tuple(sorted(tokens.scopes)), open_id=identity.subject, name=identity.display_name,
-            picture=identity.avatar_url, user_agent=user_agent[:200], ip=ip[:64],
+            scopes=tuple(sorted(tokens.scopes)), open_id=identity.subject, name=identity.display_name[:64],
+            picture=identity.avatar_url, user_agent=device_label(user_agent), ip=ip[:64],
         )
         return NewSession(session, f"{user_id}.{secret}")
 
@@ -111,8 +112,9 @@ class SessionService:
     async def _read_session(self, user_id: str, sid: str, now: float) -> Session | None:
         cached = self._jwt_cache.get(sid)
         cached_jti = str(cached.claims["jti"]) if cached else None
-        # The read depends on the session record and on the denylist entry of the JWT we hand out for it.
-        keys = [self.records.keys.session(user_id, sid)]
+        # The read depends on the session record, its user's profile (the avatar) and the denylist entry of the
+        # JWT we hand out for it.
+        keys = [self.records.keys.session(user_id, sid), self.records.keys.user(user_id)]
         if cached_jti:
             keys.append(self.records.keys.denied_jti(user_id, cached_jti))
         ticket = self._sessions.begin(keys)

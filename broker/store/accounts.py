@@ -20,8 +20,8 @@ local tag = ARGV[1]
 local ended = {}
 local function finish(sid)
   local key = tag .. ':s:' .. sid
-  local grace = redis.call('HGET', key, 'grace_key')
-  if grace then redis.call('DEL', grace) end
+  local spent = redis.call('HGET', key, 'rt_prev')  -- the grace copy of a family's last rotation
+  if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
   if redis.call('DEL', key) == 1 then table.insert(ended, sid) end
   redis.call('DEL', tag .. ':rtu:' .. sid)
   redis.call('ZREM', KEYS[1], sid)
@@ -43,8 +43,8 @@ local browser, families = 0, 0
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = tag .. ':s:' .. sid
   local kind = redis.call('HGET', key, 'kind')
-  local grace = redis.call('HGET', key, 'grace_key')
-  if grace then redis.call('DEL', grace) end
+  local spent = redis.call('HGET', key, 'rt_prev')
+  if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
   if redis.call('DEL', key) == 1 then
     if kind == 'refresh' then families = families + 1 else browser = browser + 1 end
   end

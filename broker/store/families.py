@@ -30,7 +30,8 @@ local now = tonumber(ARGV[1])
 local presented = ARGV[2]
 local grace = tonumber(ARGV[5])
 local function revoke()
-  if s['grace_key'] then redis.call('DEL', s['grace_key']) end
+  -- The grace copy of the last rotation is named after the token it replaced (same slot: the user's tag).
+  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. s['rt_prev']) end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('ZREM', KEYS[4], s['sid'])
 end
@@ -48,7 +49,6 @@ if presented == s['rt'] then
   redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
   if grace > 0 then
     redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000))
-    redis.call('HSET', KEYS[1], 'grace_key', KEYS[3])  -- so that ending the family can delete it
   end
   return {'rotated'}
 end
@@ -92,11 +92,14 @@ class Families:
 
     async def load(self, user_id: str, sid: str) -> tuple[Session, dict[str, str]] | None:
         """The session or family and its raw fields (the refresh-token hashes among them)."""
-        async with translated_errors():
-            raw = cast(dict[str, str], await cast(Any, self.client).hgetall(self.keys.session(user_id, sid)))
+        async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.session(user_id, sid))
+            pipe.hget(self.keys.user(user_id), "avatar_url")  # records hold no avatar URL (see records.py)
+            raw, picture = await pipe.execute()
         if not raw:
             return None
-        return session_from_pairs([item for pair in raw.items() for item in pair]), raw
+        pairs = [item for pair in cast(dict[str, str], raw).items() for item in pair]
+        return session_from_pairs(pairs, picture=str(picture or "")), cast(dict[str, str], raw)
 
     async def rotate(self, session: Session, presented_hash: str, new_hash: str, pair: TokenPair, *,
                      now: float, grace: int, idle_ttl: int) -> tuple[str, TokenPair | None]:
@@ -108,7 +111,8 @@ class Families:
                 grace_key, self.keys.user_sessions(session.user_id)]
         async with translated_errors():
             result = await self._rotate(keys=keys, args=[repr(now), presented_hash, new_hash, sealed, grace,
-                                                          idle_ttl, USED_KEPT])
+                                                          idle_ttl, USED_KEPT,
+                                                          self.keys.refresh_grace(session.user_id, "")])
         status = str(result[0])
         if status != "replayed":
             return status, None

@@ -16,6 +16,8 @@ from broker.store.vault import Vault
 
 # Read a session and slide its idle expiry in the same round trip. The write happens at most once per
 # `touch_interval` seconds so that the hot path (/auth/verify) is a read almost every time.
+# KEYS[1] the session, KEYS[2] its user (for the avatar, which sessions do not copy), KEYS[3] when given the
+# denylist entry of the JWT this process has cached for the session.
 TOUCH_SESSION = """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return nil end
@@ -39,31 +41,36 @@ if now - tonumber(s['last_seen']) >= interval then
     if fields[i] == 'idle_expires_at' then fields[i + 1] = tostring(new_idle) end
   end
 end
--- KEYS[2], when given, is the denylist entry of the JWT this process has cached for the session.
 local cached_jti_denied = 0
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then cached_jti_denied = 1 end
-return {fields, cached_jti_denied}
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then cached_jti_denied = 1 end
+return {fields, cached_jti_denied, redis.call('HGET', KEYS[2], 'avatar_url') or ''}
 """
 
-SESSION_FIELDS = ("sid", "user_id", "created_at", "last_seen", "expires_at", "idle_expires_at", "scopes",
-                  "open_id", "name", "picture")
+# Redis keeps a small hash as one compact listpack only while every value fits in hash-max-listpack-value
+# (64 bytes by default); one longer value makes the whole record a hash table, about 2.5 times the size.
+# So a session record holds no avatar URL (the user record has it), a short device label rather than the
+# User-Agent (flows/devices.py), and leaves out empty fields.
+COMPACT_VALUE = 64
 
 
 def session_to_hash(session: Session) -> dict[str, str]:
     data = asdict(session)
+    del data["picture"]
     data["scopes"] = ",".join(session.scopes)
     data["client_scopes"] = ",".join(session.client_scopes)
-    return {key: str(value) for key, value in data.items()}
+    if session.kind == "browser":
+        del data["kind"]
+    return {key: str(value) for key, value in data.items() if value != ""}
 
 
-def session_from_pairs(pairs: list[str]) -> Session:
+def session_from_pairs(pairs: list[str], *, picture: str = "") -> Session:
     data = dict(zip(pairs[::2], pairs[1::2], strict=True))
     return Session(
         sid=data["sid"], user_id=data["user_id"], created_at=float(data["created_at"]),
         last_seen=float(data["last_seen"]), expires_at=float(data["expires_at"]),
         idle_expires_at=float(data["idle_expires_at"]),
         scopes=tuple(s for s in data.get("scopes", "").split(",") if s),
-        open_id=data.get("open_id", ""), name=data.get("name", ""), picture=data.get("picture", ""),
+        open_id=data.get("open_id", ""), name=data.get("name", ""), picture=picture,
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
         parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
         client_scopes=tuple(s for s in data.get("client_scopes", "").split(",") if s),
@@ -160,15 +167,15 @@ class Records:
     async def touch_session(self, user_id: str, sid: str, now: float, idle_ttl: int, touch_interval: int,
                             cached_jti: str | None = None) -> tuple[Session | None, bool]:
         """The live session (idle expiry slid), and whether the JWT cached for it has been revoked."""
-        keys = [self.keys.session(user_id, sid)]
+        keys = [self.keys.session(user_id, sid), self.keys.user(user_id)]
         if cached_jti:
             keys.append(self.keys.denied_jti(user_id, cached_jti))
         async with translated_errors():
             result = await self._touch(keys=keys, args=[repr(now), idle_ttl, touch_interval])
         if not result:
             return None, False
-        pairs, cached_jti_denied = result
-        return session_from_pairs(pairs), bool(cached_jti_denied)
+        pairs, cached_jti_denied, picture = result
+        return session_from_pairs(pairs, picture=str(picture)), bool(cached_jti_denied)
 
     async def delete_session(self, user_id: str, sid: str) -> bool:
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
