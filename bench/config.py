@@ -15,6 +15,9 @@ class BenchConfig:
     http_seconds: float = 3.0
     http_warmup_seconds: float = 0.5
     concurrency: int = 32
+    # Open-loop latency: a steady rate well under every side's capacity.
+    open_loop_rate: float = 400.0
+    open_loop_connections: int = 8
     max_requests_per_round: int = 200_000
     # Logins through the emulator: rounds of sequential logins, and the counted pass.
     login_rounds: int = 7

@@ -26,7 +26,8 @@ LABELS = {"bare": "bare Starlette route (floor)", "cookie": "/auth/verify, sessi
           "bearer": "/auth/verify, bearer JWT"}
 
 
-def _specs(stack: Stack, config: BenchConfig) -> dict[str, LoadSpec]:
+def check_specs(stack: Stack, config: BenchConfig) -> dict[str, LoadSpec]:
+    """The three sides' requests (bare, cookie, bearer), for a session written straight into Redis."""
     broker, bare = stack.broker, stack.bare
     cookie_value = asyncio.run(create_session(broker.settings))
     cookie = {"Cookie": f"{session_cookie_name(broker.settings)}={cookie_value}"}
@@ -76,7 +77,7 @@ def _side(name: str, results: list[LoadResult], base: list[LoadResult]) -> Side:
 
 
 def run(stack: Stack, config: BenchConfig) -> FigureResult:
-    specs = _specs(stack, config)
+    specs = check_specs(stack, config)
     for spec in specs.values():  # connections, caches and the allocator settle before anything counts
         measure(replace(spec, duration=config.http_warmup_seconds))
     rounds = interleaved({name: functools.partial(measure, spec) for name, spec in specs.items()},

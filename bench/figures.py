@@ -3,12 +3,13 @@ then list it here."""
 
 from __future__ import annotations
 
-from bench import fig_jwt, fig_memory, fig_redis, fig_refresh_http, fig_scaling, fig_verify_http
+from bench import fig_jwt, fig_latency, fig_memory, fig_redis, fig_refresh_http, fig_scaling, fig_verify_http
 from bench.figures_api import Figure
 
 FIGURES: tuple[Figure, ...] = (
     fig_jwt.FIGURE,
     fig_verify_http.FIGURE,
+    fig_latency.FIGURE,
     fig_redis.FIGURE,
     fig_refresh_http.FIGURE,
     fig_scaling.FIGURE,
