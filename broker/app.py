@@ -53,6 +53,7 @@ from broker.store.tracking import InvalidationListener, tracked_prefixes, tracki
 from broker.store.vault import Vault
 from broker.web.errors import EXCEPTION_HANDLERS
 from broker.web.request_id import RequestIdMiddleware
+from broker.web.request_metrics import RequestMetricsMiddleware
 from broker.web.routes import ROUTES
 from broker.web.services import Services
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     owned_http = http_client is None
     http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
 
+    metrics = Metrics()  # one per app: every part that counts something gets this instance
     keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
     records = Records(redis_client, keyspace, vault)
     clients = load_clients(settings.clients_file)
@@ -101,7 +103,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     upstream = provider or create_provider(
         "tiktok", http_client=http, client_key=settings.tiktok_client_key,
         client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,
-        api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout)
+        api_url=settings.tiktok_api_url, clock=clock, timeout_seconds=settings.tiktok_timeout, metrics=metrics)
     audiences = (settings.token_audience, *clients.audiences())
     # Each process keeps live sessions and clean access tokens in memory while a tracking connection reports
     # every write to them (a client passed in by a caller has no URL to open one with: no cache then).
@@ -119,20 +121,20 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                                                              settings.access_token_ttl, settings.jwt_leeway,
                                                              audiences), clock, cache=session_cache)
     events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
-                    issuer=settings.issuer)
+                    issuer=settings.issuer, metrics=metrics)
     token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
                            policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock,
-                           events=events, access_cache=access_cache)
+                           events=events, access_cache=access_cache, metrics=metrics)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,
                       return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
                       policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
-                      clock=clock)
+                      clock=clock, metrics=metrics)
     discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records,
                           signing_alg=settings.signing_alg)
-    metrics = Metrics()
     tiktok_tokens = TikTokTokenStore(redis_client, keyspace, vault)
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
-                                  lease_ttl=3 * settings.tiktok_timeout, wait_timeout=settings.tiktok_timeout + 2)
+                                  lease_ttl=3 * settings.tiktok_timeout, wait_timeout=settings.tiktok_timeout + 2,
+                                  metrics=metrics)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
     account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
@@ -148,7 +150,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
                                               user_rate=settings.tiktok_proxy_user_rate,
                                               client_rate=settings.tiktok_proxy_client_rate,
-                                              timeout=settings.tiktok_timeout))
+                                              timeout=settings.tiktok_timeout), metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
@@ -176,7 +178,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
             if owned_redis:
                 await cast(Any, redis_client).aclose()
 
+    # Outermost first: the request metrics time everything, the request id included.
     app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
-                    middleware=[Middleware(RequestIdMiddleware)])
+                    middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)])
     app.state.services = services
     return app

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from broker.clock import Clock
-from broker.errors import BrokerError
+from broker.errors import BrokerError, StoreUnavailable
+from broker.metrics import Metrics
 from broker.signing.tokens import TokenService
 from broker.store.events import Delivery, DeliveryStats, Event, EventStore
 
@@ -63,7 +64,7 @@ class Events:
 
     def __init__(self, store: EventStore, tokens: TokenService, http: httpx.AsyncClient, clock: Clock, *,
                  urls: tuple[str, ...], issuer: str, retry_horizon: int = 3 * 86400, timeout: float = 5.0,
-                 lease: float | None = None, batch: int = BATCH) -> None:
+                 lease: float | None = None, batch: int = BATCH, metrics: Metrics | None = None) -> None:
         self.store = store
         self.tokens = tokens
         self.http = http
@@ -74,6 +75,7 @@ class Events:
         self.timeout = timeout
         self.lease = lease if lease is not None else max(30.0, 4 * timeout)
         self.batch = batch
+        self.metrics = metrics or Metrics()
         self._last_claimed = 0
 
     def event_uri(self, event_type: str) -> str:
@@ -126,6 +128,8 @@ class Events:
             try:
                 await self.deliver_due()
             except BrokerError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    self.metrics.redis_unavailable("webhook_delivery")
                 log.warning("event delivery round failed: %s %s", type(exc).__name__, exc.log_detail)
                 self._last_claimed = 0
             except Exception:

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 
 from broker.clock import Clock
 from broker.domain import LoginAttempt, Session
-from broker.errors import AccessDenied, LoginFailed, UpstreamError
+from broker.errors import (
+    AccessDenied,
+    BrokerError,
+    LoginFailed,
+    StoreUnavailable,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.sessions import SessionService, new_user_id
+from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.store.records import Records
 
@@ -28,6 +37,21 @@ def _hash(value: str) -> str:
 
 def _valid_binding(value: str | None) -> bool:
     return value is not None and 40 <= len(value) <= 64 and value.replace("-", "").replace("_", "").isalnum()
+
+
+def login_outcome(error: BrokerError) -> str:
+    """The `outcome` label of a login that failed with `error`."""
+    if isinstance(error, AccessDenied):
+        return "denied"  # the person said no on TikTok's consent page
+    if isinstance(error, LoginFailed):
+        return "invalid"  # unknown or replayed state, foreign browser, TikTok's error= answer, no code
+    if isinstance(error, StoreUnavailable):
+        return "store_unavailable"
+    if isinstance(error, UpstreamUnavailable):
+        return "tiktok_unavailable"
+    if isinstance(error, UpstreamRejected):
+        return "tiktok_rejected"
+    return "tiktok_error" if isinstance(error, UpstreamError) else "error"
 
 
 @dataclass(frozen=True)
@@ -52,13 +76,15 @@ class LoginPolicy:
 
 class LoginFlow:
     def __init__(self, *, records: Records, provider: Provider, sessions: SessionService,
-                 return_urls: ReturnUrlPolicy, policy: LoginPolicy, clock: Clock) -> None:
+                 return_urls: ReturnUrlPolicy, policy: LoginPolicy, clock: Clock,
+                 metrics: Metrics | None = None) -> None:
         self.records = records
         self.provider = provider
         self.sessions = sessions
         self.return_urls = return_urls
         self.policy = policy
         self.clock = clock
+        self.metrics = metrics or Metrics()
 
     async def start(self, *, return_to: str | None, binding_value: str | None,
                     force_consent: bool = False) -> LoginStart:
@@ -84,6 +110,16 @@ class LoginFlow:
     async def finish(self, *, params: Mapping[str, str], binding_value: str | None, user_agent: str = "",
                      ip: str = "") -> LoginResult:
         """Take the attempt (once), check the browser binding, then exchange, fetch the profile and save."""
+        try:
+            result = await self._finish(params, binding_value, user_agent, ip)
+        except BrokerError as error:
+            self.metrics.logins.labels(login_outcome(error)).inc()
+            raise
+        self.metrics.logins.labels("success").inc()
+        return result
+
+    async def _finish(self, params: Mapping[str, str], binding_value: str | None, user_agent: str,
+                      ip: str) -> LoginResult:
         state = params.get("state", "")
         if not state or len(state) > 256:
             raise LoginFailed(log_detail="callback without state")

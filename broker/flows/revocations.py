@@ -7,7 +7,7 @@ import logging
 
 from broker.clock import Clock
 from broker.domain import ProviderTokens
-from broker.errors import BrokerError, UpstreamError, UpstreamRejected
+from broker.errors import BrokerError, StoreUnavailable, UpstreamError, UpstreamRejected
 from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.store.revocations import RevocationQueue
@@ -39,8 +39,11 @@ class TikTokRevoker:
         self.metrics.tiktok_revoke_failures.inc()
         now = self.clock.now()
         await self.queue.enqueue(tokens, next_at=now + backoff(0), now=now)
-        self.metrics.tiktok_revoke_backlog.set(await self.queue.backlog())
         return "queued"
+
+    async def backlog(self) -> int:
+        """Revocations waiting in the durable queue (all replicas together)."""
+        return await self.queue.backlog()
 
     async def _attempt(self, tokens: ProviderTokens) -> tuple[bool, ProviderTokens]:
         """(done, the grant as it now stands). TikTok saying the grant is already dead counts as done."""
@@ -70,7 +73,6 @@ class TikTokRevoker:
                 completed += 1
             else:
                 await self.queue.retry(item, next_at=self.clock.now() + backoff(item.attempts + 1), tokens=tokens)
-        self.metrics.tiktok_revoke_backlog.set(await self.queue.backlog())
         return completed
 
     async def run(self, *, interval: float = 10.0) -> None:
@@ -78,6 +80,8 @@ class TikTokRevoker:
             try:
                 await self.retry_due()
             except BrokerError as exc:  # Redis away for a moment: try again next round
+                if isinstance(exc, StoreUnavailable):
+                    self.metrics.redis_unavailable("tiktok_revoke_retries")
                 log.warning("revocation retries skipped: %s", exc.log_detail or exc.code)
             except Exception:
                 log.exception("revocation retries failed")

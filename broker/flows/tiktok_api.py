@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from broker.errors import (
 )
 from broker.flows.tokens import TokenFlow
 from broker.flows.upstream import UpstreamTokens
+from broker.metrics import Metrics
 from broker.providers.tiktok_parse import FIELDS_BY_SCOPE
 from broker.store.ratelimit import Bucket, RateLimiter
 
@@ -46,6 +48,8 @@ FIELD_SCOPE = {name: scope for scope, names in FIELDS_BY_SCOPE.items() for name 
 USER_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
 MAX_BODY = 1 << 20
 DEFAULT_RETRY_AFTER = 60  # TikTok's window is one minute
+# The route template under which the proxy's rate limits are counted.
+PROXY_ROUTE = "/tiktok/{path:path}"
 # Request headers a caller may pass on to TikTok; everything else (hop-by-hop, cookies, Authorization,
 # forwarding headers, our own X-Broker-*) stays here.
 FORWARD_REQUEST = ("accept", "accept-encoding", "accept-language", "content-type", "user-agent")
@@ -92,6 +96,14 @@ def required_scopes(path: str, query: Mapping[str, str]) -> list[str]:
     return []
 
 
+def status_error_kind(status: int) -> str | None:
+    """The `kind` label of a proxied TikTok answer: None for success, "unavailable" when TikTok is down or
+    throttling, "rejected" for its other refusals (expired token, bad parameters)."""
+    if status < 400:
+        return None
+    return "unavailable" if status >= 500 or status == 429 else "rejected"
+
+
 async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     try:
         async for chunk in response.aiter_raw():
@@ -106,13 +118,14 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 class TikTokApi:
     def __init__(self, *, http: httpx.AsyncClient, upstream: UpstreamTokens, tokens: TokenFlow,
-                 limiter: RateLimiter, clock: Clock, policy: ProxyPolicy) -> None:
+                 limiter: RateLimiter, clock: Clock, policy: ProxyPolicy, metrics: Metrics | None = None) -> None:
         self.http = http
         self.upstream = upstream
         self.tokens = tokens
         self.limiter = limiter
         self.clock = clock
         self.policy = policy
+        self.metrics = metrics or Metrics()
 
     # -- who is calling --
 
@@ -165,6 +178,7 @@ class TikTokApi:
                    Bucket(f"client:{caller.client_id}:{path}", self.policy.client_rate))
         wait = await self.limiter.take(caller.user_id, buckets, self.clock.now())
         if wait > 0:
+            self.metrics.count_rate_limited(PROXY_ROUTE, "user")  # both buckets are keyed by the user
             raise RateLimited(retry_after=max(1, math.ceil(wait)),
                               log_detail=f"user {caller.user_id} client {caller.client_id} on {path}")
 
@@ -180,12 +194,18 @@ class TikTokApi:
         auth = {"Authorization": f"Bearer {grant.access_token}"}
         request = self.http.build_request(method, url, headers={**headers, **auth}, content=body or None,
                                           timeout=self.policy.timeout)
+        # Allowlisted paths only (allowed_path ran first), so the endpoint label stays bounded.
+        endpoint, started = f"proxy:{path}", time.perf_counter()
         try:
-            return await self.http.send(request, stream=True, follow_redirects=False, auth=None)
+            response = await self.http.send(request, stream=True, follow_redirects=False, auth=None)
         except httpx.TimeoutException:
+            self.metrics.observe_tiktok(endpoint, time.perf_counter() - started, "unavailable")
             raise UpstreamUnavailable(log_detail=f"tiktok {method} {path}: timed out") from None
         except httpx.HTTPError as exc:
+            self.metrics.observe_tiktok(endpoint, time.perf_counter() - started, "unavailable")
             raise UpstreamUnavailable(log_detail=f"tiktok {method} {path}: {type(exc).__name__}") from None
+        self.metrics.observe_tiktok(endpoint, time.perf_counter() - started, status_error_kind(response.status_code))
+        return response
 
     @staticmethod
     async def _token_invalid(response: httpx.Response) -> bool:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from broker.clients import Client
 from broker.clock import Clock
 from broker.domain import Session, TokenPair
-from broker.errors import InvalidClient, InvalidGrant, InvalidToken
+from broker.errors import BrokerError, InvalidClient, InvalidGrant, InvalidToken
 from broker.flows.events import Events
 from broker.flows.sessions import SessionService
+from broker.metrics import Metrics
 from broker.store.families import Families
 from broker.store.local_cache import TrackedCache, disabled_cache
 
@@ -26,6 +27,11 @@ REFRESH_PREFIX = "brt1"
 SESSION_GRANT = "urn:tiktok-broker:params:oauth:grant-type:session-cookie"
 # brt1.<user id>.<family id>.<secret>: the user id finds the Redis slot, the family id the record.
 REFRESH_PATTERN = re.compile(r"^brt1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{32})\.([A-Za-z0-9_-]{43})$")
+# Why a refresh was refused: carried as the InvalidGrant's log_detail, counted as the metric's outcome.
+REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED = "invalid", "wrong_client", "reused"
+REFUSALS = frozenset({REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED})
+# Which denylist refused an access token, by the state Families.access_state reports.
+DENYLIST_KINDS = {"jti_denied": "jti", "no_session": "sid", "sub_denied": "sub"}
 
 
 def token_hash(token: str) -> str:
@@ -54,7 +60,8 @@ def parse_refresh_token(token: str) -> RefreshToken | None:
 
 class TokenFlow:
     def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock,
-                 events: Events | None = None, access_cache: TrackedCache[bool] | None = None) -> None:
+                 events: Events | None = None, access_cache: TrackedCache[bool] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.families = families
         self.sessions = sessions
         self.policy = policy
@@ -62,6 +69,7 @@ class TokenFlow:
         # Access tokens found clean of every denylist, kept only while Redis reports no write to what was read.
         self._clean_tokens: TrackedCache[bool] = access_cache if access_cache is not None else disabled_cache()
         self.events = events
+        self.metrics = metrics or Metrics()
 
     async def _revoked(self, user_id: str, sid: str, reason: str) -> None:
         self.sessions.forget(sid)
@@ -92,10 +100,23 @@ class TokenFlow:
 
     async def refresh(self, presented: str, *, client: Client | None) -> TokenPair:
         """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family."""
+        try:
+            outcome, pair = await self._rotate(presented, client)
+        except InvalidGrant as refused:
+            reason = refused.log_detail if refused.log_detail in REFUSALS else REFUSED_INVALID
+            self.metrics.refresh_grants.labels(reason).inc()
+            raise
+        except BrokerError:
+            self.metrics.refresh_grants.labels("error").inc()  # Redis away, most likely
+            raise
+        self.metrics.refresh_grants.labels(outcome).inc()
+        return pair
+
+    async def _rotate(self, presented: str, client: Client | None) -> tuple[str, TokenPair]:
         parsed = parse_refresh_token(presented)
         loaded = await self.families.load(parsed.user_id, parsed.sid) if parsed else None
         if parsed is None or loaded is None or loaded[0].kind != "refresh":
-            raise InvalidGrant("The refresh token is invalid or expired.")
+            raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
         family, _ = loaded
         self._check_client(family, client)
         successor = self._new_refresh_token(family)
@@ -104,22 +125,23 @@ class TokenFlow:
             family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
             idle_ttl=self.policy.idle_ttl)
         if status == "rotated":
-            return pair
+            return "rotated", pair
         if status == "replayed" and replayed is not None:
-            return replayed  # parallel tabs presenting the same token get the same answer
+            return "replayed", replayed  # parallel tabs presenting the same token get the same answer
         if status == "reused":
             log.warning("refresh token reused after its grace window: family revoked",
                         extra={"user_id": family.user_id, "sid": family.sid})
             await self._revoked(family.user_id, family.sid, "refresh_token_reused")
-            raise InvalidGrant("The refresh token was already used; the session has been ended.")
-        raise InvalidGrant("The refresh token is invalid or expired.")
+            raise InvalidGrant("The refresh token was already used; the session has been ended.",
+                               log_detail=REFUSED_REUSED)
+        raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
 
     @staticmethod
     def _check_client(family: Session, client: Client | None) -> None:
         if family.client_id and (client is None or client.client_id != family.client_id):
-            raise InvalidGrant("The refresh token was issued to another client.")
+            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
         if not family.client_id and client is not None:
-            raise InvalidGrant("The refresh token was issued to another client.")
+            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
 
     async def revoke(self, token: str, *, client: Client | None) -> None:
         """RFC 7009: end a refresh family, or denylist an access JWT until it expires. Unknown tokens: no-op."""
@@ -162,6 +184,7 @@ class TokenFlow:
             raise
         if state != "ok":
             self._clean_tokens.abandon(ticket)
+            self.metrics.denylist_hits.labels(DENYLIST_KINDS.get(state, state)).inc()
             raise InvalidToken("The token has been revoked.", log_detail=state)
         self._clean_tokens.put(ticket, name, True)
         return claims

@@ -14,7 +14,8 @@ import math
 
 from broker.clock import Clock
 from broker.domain import ProviderTokens
-from broker.errors import UpstreamRejected, UpstreamUnavailable
+from broker.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailable
+from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.store.tiktok_tokens import TikTokTokenStore, VersionedTokens
 
@@ -42,13 +43,14 @@ class UpstreamTokens:
     """
 
     def __init__(self, store: TikTokTokenStore, provider: Provider, clock: Clock, *, margin: int,
-                 lease_ttl: float, wait_timeout: float) -> None:
+                 lease_ttl: float, wait_timeout: float, metrics: Metrics | None = None) -> None:
         self.store = store
         self.provider = provider
         self.clock = clock
         self.margin = margin
         self.lease_ttl_ms = max(1, math.ceil(lease_ttl * 1000))
         self.wait_timeout = wait_timeout
+        self.metrics = metrics or Metrics()
 
     async def fresh(self, user_id: str, *, reject_access_token: str | None = None) -> ProviderTokens:
         """Tokens valid for at least `margin` seconds. `reject_access_token`: TikTok refused this access token,
@@ -76,6 +78,7 @@ class UpstreamTokens:
                 else:  # the index entry was early (it may lag the grant): move it to the real expiry
                     await self.store.track(user_id, after.tokens.expires_at)
             except Exception as exc:  # one user's failure must not stop the others
+                self._count_store_error(exc)
                 log.warning("refresh-ahead failed for user %s: %s %s", user_id, type(exc).__name__,
                             getattr(exc, "log_detail", ""))
         return refreshed
@@ -88,9 +91,14 @@ class UpstreamTokens:
                 if count:
                     log.info("refresh-ahead renewed %d TikTok grant(s)", count)
             except Exception as exc:  # e.g. Redis down: try again next round
+                self._count_store_error(exc)
                 log.warning("refresh-ahead round failed: %s %s", type(exc).__name__, getattr(exc, "log_detail", ""))
             _raise_if_cancelled()
             await asyncio.sleep(interval)
+
+    def _count_store_error(self, error: Exception) -> None:
+        if isinstance(error, StoreUnavailable):
+            self.metrics.redis_unavailable("tiktok_refresh_ahead")
 
     # -- single flight --
 

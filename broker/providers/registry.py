@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from broker.clock import Clock
+from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.providers.tiktok import TikTokProvider
 
@@ -26,6 +27,7 @@ class ProviderSettings:
     api_url: str
     clock: Clock
     timeout_seconds: float
+    metrics: Metrics | None = None  # the application's; None: the provider keeps its own, unexported
 
 
 def _tiktok(settings: ProviderSettings) -> Provider:
@@ -33,7 +35,8 @@ def _tiktok(settings: ProviderSettings) -> Provider:
         settings.http_client, client_key=settings.client_key, client_secret=settings.client_secret,
         clock=settings.clock, authorize_url=settings.authorize_url, api_url=settings.api_url,
         timeout=httpx.Timeout(settings.timeout_seconds,
-                              connect=min(_MAX_CONNECT_SECONDS, settings.timeout_seconds)))
+                              connect=min(_MAX_CONNECT_SECONDS, settings.timeout_seconds)),
+        metrics=settings.metrics)
 
 
 _FACTORIES: dict[str, Callable[[ProviderSettings], Provider]] = {"tiktok": _tiktok}
@@ -44,7 +47,8 @@ def known_providers() -> tuple[str, ...]:
 
 
 def create_provider(name: str, *, http_client: httpx.AsyncClient, client_key: str, client_secret: str,
-                    authorize_url: str, api_url: str, clock: Clock, timeout_seconds: float) -> Provider:
+                    authorize_url: str, api_url: str, clock: Clock, timeout_seconds: float,
+                    metrics: Metrics | None = None) -> Provider:
     """Build the named provider around an injected HTTP client; unknown names are a configuration error."""
     factory = _FACTORIES.get(name)
     if factory is None:
@@ -53,4 +57,5 @@ def create_provider(name: str, *, http_client: httpx.AsyncClient, client_key: st
         raise ValueError(f"timeout_seconds must be positive, got {timeout_seconds!r}")
     return factory(ProviderSettings(
         http_client=http_client, client_key=client_key, client_secret=client_secret,
-        authorize_url=authorize_url, api_url=api_url, clock=clock, timeout_seconds=timeout_seconds))
+        authorize_url=authorize_url, api_url=api_url, clock=clock, timeout_seconds=timeout_seconds,
+        metrics=metrics))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 from urllib.parse import urlencode
@@ -18,7 +19,8 @@ import httpx
 
 from broker.clock import Clock
 from broker.domain import Identity, ProviderTokens
-from broker.errors import UpstreamError, UpstreamUnavailable
+from broker.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from broker.metrics import Metrics
 from broker.providers import tiktok_parse as parse
 from broker.providers.base import Provider
 
@@ -33,6 +35,8 @@ T = TypeVar("T")
 
 _SIGN_IN_AGAIN = "TikTok no longer accepts this sign-in. Please sign in again."
 _CODE_REJECTED = "This TikTok sign-in has expired or was already used. Please start again."
+# The `endpoint` label of each operation's metrics.
+_ENDPOINTS = {"code exchange": "token", "refresh": "refresh", "revoke": "revoke", "user info": "user_info"}
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -56,6 +60,13 @@ def _scrub(text: str, sensitive: Iterable[str]) -> str:
     return text
 
 
+def error_kind(error: UpstreamError) -> str:
+    """The `kind` label of a failed TikTok call: no usable answer in time, a refusal, or anything else."""
+    if isinstance(error, UpstreamUnavailable):
+        return "unavailable"
+    return "rejected" if isinstance(error, UpstreamRejected) else "error"
+
+
 class TikTokProvider:
     """`Provider` for TikTok Login Kit v2. Stateless apart from configuration; safe to share across tasks."""
 
@@ -63,7 +74,7 @@ class TikTokProvider:
 
     def __init__(self, http_client: httpx.AsyncClient, *, client_key: str, client_secret: str, clock: Clock,
                  authorize_url: str = DEFAULT_AUTHORIZE_URL, api_url: str = DEFAULT_API_URL,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> None:
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, metrics: Metrics | None = None) -> None:
         self._http = http_client
         self._client_key = client_key
         self._client_secret = client_secret
@@ -71,6 +82,7 @@ class TikTokProvider:
         self._authorize_endpoint = authorize_url
         self._api_url = api_url.rstrip("/")
         self._timeout = timeout
+        self._metrics = metrics or Metrics()
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback's locals
         return f"TikTokProvider(client_key={self._client_key!r}, api_url={self._api_url!r})"
@@ -167,14 +179,19 @@ class TikTokProvider:
             raise UpstreamError(log_detail=f"tiktok {op}: {type(exc).__name__}: {exc}") from exc
 
     async def _guarded(self, op: str, sensitive: tuple[str, ...], call: Callable[[], Awaitable[T]]) -> T:
-        """The one place provider failures are logged: with TikTok's log_id, never with a credential."""
+        """The one place provider calls are measured and their failures logged: with TikTok's log_id, never
+        with a credential."""
+        started = time.perf_counter()
         try:
-            return await call()
+            result = await call()
         except UpstreamError as exc:
+            self._metrics.observe_tiktok(_ENDPOINTS[op], time.perf_counter() - started, error_kind(exc))
             exc.log_detail = _scrub(exc.log_detail, (*sensitive, self._client_secret))
             logger.warning("TikTok %s failed -> %s (%d): %s",
                            op, type(exc).__name__, exc.status, exc.log_detail)
             raise
+        self._metrics.observe_tiktok(_ENDPOINTS[op], time.perf_counter() - started)
+        return result
 
 
 # Static check that the class satisfies the port (mypy --strict fails here if a signature drifts).

@@ -8,14 +8,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.errors import BrokerError, MethodNotAllowed, NotFound
+from broker.errors import BrokerError, MethodNotAllowed, NotFound, StoreUnavailable
 from broker.web.render import html_error, json_error, wants_html
+from broker.web.request_metrics import route_label
+from broker.web.services import services
 
 log = logging.getLogger("broker.web")
 
 
 async def broker_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BrokerError)
+    if isinstance(exc, StoreUnavailable):
+        services(request).metrics.redis_unavailable(route_label(request.scope))
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "request failed: %s %s -> %s %s%s", request.method, request.url.path, exc.status, exc.code,
             f" ({exc.log_detail})" if exc.log_detail else "")

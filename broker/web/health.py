@@ -5,8 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.errors import BrokerError
-from broker.web.services import services
+from broker.errors import StoreUnavailable
+from broker.metrics import ClusterSnapshot
+from broker.web.request_metrics import route_label
+from broker.web.services import Services, services
+
+# The Prometheus text format that generate_latest writes.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def healthz(request: Request) -> Response:
@@ -14,7 +19,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    readiness = await services(request).discovery.readiness()
+    svc = services(request)
+    readiness = await svc.discovery.readiness()
+    if readiness.checks.get("redis") != "ok":
+        svc.metrics.redis_unavailable(route_label(request.scope))
     status = 200 if readiness.ready else 503
     headers = {"Cache-Control": "no-store"}
     if not readiness.ready:
@@ -23,14 +31,20 @@ async def readyz(request: Request) -> Response:
                         status_code=status, headers=headers)
 
 
+async def _cluster_snapshot(svc: Services) -> ClusterSnapshot:
+    deliveries = await svc.events.stats()
+    return ClusterSnapshot(webhook_backlog=deliveries.pending, webhooks_delivered=deliveries.delivered,
+                           webhooks_given_up=deliveries.given_up, events_emitted=deliveries.emitted,
+                           tiktok_revoke_backlog=await svc.revoker.backlog())
+
+
 async def metrics(request: Request) -> Response:
+    """This replica's metrics, plus the cluster-wide backlogs read from Redis now (left out if Redis is away:
+    the Redis error counter and /readyz say so)."""
     svc = services(request)
     try:
-        stats = await svc.events.stats()
-        for state in ("pending", "emitted", "delivered", "given_up"):
-            svc.metrics.events.labels(state).set(getattr(stats, state))
-        svc.metrics.tiktok_revoke_backlog.set(await svc.revoker.queue.backlog())
-    except BrokerError:
-        pass  # Redis away: the other metrics still say so (and /readyz does)
-    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8",
-                    headers={"Cache-Control": "no-store"})
+        svc.metrics.update_cluster(await _cluster_snapshot(svc))
+    except StoreUnavailable:
+        svc.metrics.update_cluster(None)
+        svc.metrics.redis_unavailable(route_label(request.scope))
+    return Response(svc.metrics.render(), media_type=METRICS_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
