@@ -109,7 +109,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     from broker.emulator import EmulatorConfig, create_emulator_app
 
     config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
-                            public_url=f"http://{args.host}:{args.port}")
+                            public_url=args.public_url or f"http://{args.host}:{args.port}")
     _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
     return 0
 
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--port", type=int, default=DEV_EMULATOR_PORT)
     emulator.add_argument("--redirect-uri", action="append", default=[], help="a registered redirect URI")
     emulator.add_argument("--webhook-url", default=None)
+    emulator.add_argument("--public-url", default=None,
+                          help="the base URL browsers reach the emulator at, for the avatar links it hands out "
+                               "(default: http://HOST:PORT; set it when listening on 0.0.0.0)")
     emulator.set_defaults(func=cmd_emulator)
 
     keys = sub.add_parser("keys", help="manage JWT signing keys in BROKER_KEYS_DIR")
