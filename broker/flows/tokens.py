@@ -73,6 +73,7 @@ class TokenFlow:
 
     async def _revoked(self, user_id: str, sid: str, reason: str) -> None:
         self.sessions.forget(sid)
+        self.metrics.sessions_ended.labels(reason).inc()
         if self.events is not None:
             await self.events.emit("session.revoked", sub=user_id, sid=sid, data={"reason": reason})
 

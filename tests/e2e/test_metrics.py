@@ -124,7 +124,7 @@ def test_refresh_grants_are_counted_by_outcome(stack: Stack, browser: Browser) -
     assert seen.value("broker_refresh_grants_total", outcome="replayed") == 1
     assert seen.value("broker_refresh_grants_total", outcome="reused") == 1
     assert seen.value("broker_refresh_grants_total", outcome="invalid") == 1
-    assert seen.value("broker_sessions_ended_total", cause="logout") == 0
+    assert seen.value("broker_sessions_ended_total", cause="refresh_token_reused") == 1
 
 
 def test_revoked_jti_sid_and_sub_are_counted_as_denylist_hits(stack: Stack, browser: Browser) -> None:
@@ -134,6 +134,8 @@ def test_revoked_jti_sid_and_sub_are_counted_as_denylist_hits(stack: Stack, brow
     assert revoked.status_code == 200
     assert verify_bearer(stack, pair["access_token"]) == 401
     assert scrape(stack.broker.url).value("broker_denylist_hits_total", kind="jti") == 1
+    assert httpx.post(f"{stack.broker.url}/oauth/revoke", data={"token": pair["refresh_token"]}).status_code == 200
+    assert scrape(stack.broker.url).value("broker_sessions_ended_total", cause="token_revoked") == 1
 
     ended = session_jwt(stack, browser)
     logout(stack, browser)
