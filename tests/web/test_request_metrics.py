@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from broker.metrics import Metrics
+from broker.metrics import ClusterSnapshot, Metrics
 from broker.web.request_metrics import RequestMetricsMiddleware
 from tests.support.metrics import parse
 
@@ -78,3 +81,15 @@ def test_process_metrics_are_exported_with_the_broker_metrics() -> None:
     seen = parse(Metrics().render().decode())
     assert seen.value("process_resident_memory_bytes") > 0
     assert seen.has("python_info")
+
+
+def test_the_readme_documents_every_broker_metric() -> None:
+    metrics = Metrics()
+    metrics.update_cluster(ClusterSnapshot(1, 2, 3, 4, 5))
+    exported = {family.name for family in text_string_to_metric_families(metrics.render().decode())
+                if family.name.startswith("broker_") and not family.name.endswith("_created")}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Metrics"):readme.index("## Run it in a container")]
+    documented = set(re.findall(r"^\| `(broker_[a-z_]+)` \|", table, re.MULTILINE))
+    suffixed = {name.removesuffix("_total") for name in documented}
+    assert exported == suffixed, f"README table and /metrics differ: {sorted(exported ^ suffixed)}"
