@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.errors import BrokerError, MethodNotAllowed, NotFound, StoreUnavailable
+from broker.errors import BrokerError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
 from broker.web.render import html_error, json_error, wants_html
 from broker.web.request_metrics import route_label
 from broker.web.services import services
@@ -33,10 +33,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
         error = NotFound()
     elif exc.status_code == 405:
         error = MethodNotAllowed()
+    elif 400 <= exc.status_code < 500:
+        # Starlette's own refusals, such as a multipart body it cannot parse: the client's fault, in our shape.
+        error = InvalidRequest("The request could not be read.", log_detail=str(exc.detail))
+        error.status = exc.status_code
     else:
         error = BrokerError()
         error.status = exc.status_code
-    response = json_error(error)
+    # Routing refusals (no such path, or not this method) are JSON everywhere; a page's own refusals take its shape.
+    response = json_error(error) if exc.status_code in (404, 405) else await broker_error(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
