@@ -14,7 +14,7 @@ from broker.domain import Session
 from broker.errors import InvalidRequest, InvalidToken
 from broker.web.browser_guard import require_same_origin
 from broker.web.cookies import clear_session_cookie, read_session_cookie
-from broker.web.render import NO_STORE, html_endpoint, render_page
+from broker.web.render import NO_STORE, answer_as_api, html_endpoint, render_page
 from broker.web.services import Services, services
 
 
@@ -82,9 +82,11 @@ async def end_session(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """Cookie (a browser form, origin-checked) or bearer (an app). A session already gone logs out quietly."""
     svc = services(request)
+    bearer = _bearer(request)
+    if bearer is not None:
+        answer_as_api(request)
     form = await _form(request)
     everywhere = str(form.get("everywhere", request.query_params.get("everywhere", ""))).lower() in ("true", "1", "on")
-    bearer = _bearer(request)
     if bearer is not None:
         claims = await svc.tokens.check_access_token(bearer)
         current = await svc.tokens.session_for(claims)

@@ -24,7 +24,14 @@ def html_endpoint(endpoint: F) -> F:
     return endpoint
 
 
+def answer_as_api(request: Request) -> None:
+    """An app (not a browser) is calling a page's endpoint: its errors are JSON, like the rest of its answer."""
+    request.state.api_caller = True
+
+
 def wants_html(request: Request) -> bool:
+    if getattr(request.state, "api_caller", False):
+        return False
     endpoint = request.scope.get("endpoint")
     return bool(getattr(endpoint, "renders_html", False))
 

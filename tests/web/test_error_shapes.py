@@ -18,6 +18,16 @@ async def test_a_form_the_parser_refuses_is_a_400_page_not_a_json_server_error(c
         assert "invalid_request" in response.text and "server_error" not in response.text, path
 
 
+async def test_an_app_logging_out_with_a_bearer_token_reads_json_errors(client: httpx.AsyncClient) -> None:
+    refused = await client.post("/logout", headers={"Authorization": "Bearer not-a-jwt"})
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_token"
+    assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    unreadable = await client.post("/logout", content=BROKEN_MULTIPART["content"],
+                                   headers={**BROKEN_MULTIPART["headers"], "Authorization": "Bearer not-a-jwt"})
+    assert unreadable.status_code == 400 and unreadable.json()["error"] == "invalid_request"
+
+
 async def test_routing_refusals_stay_json_with_allow(client: httpx.AsyncClient) -> None:
     wrong_method = await client.put("/login")
     assert wrong_method.status_code == 405 and wrong_method.json()["error"] == "method_not_allowed"
