@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,8 @@ from starlette.routing import Route
 from broker.web.routes import ROUTES
 
 SPEC = Path(__file__).resolve().parents[2] / "openapi.yaml"
+# Starlette writes "{path:path}" where OpenAPI writes "{path}".
+CONVERTER = re.compile(r"\{(\w+):\w+\}")
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 
 
@@ -24,7 +27,7 @@ def served() -> set[tuple[str, str]]:
         assert isinstance(route, Route)
         for method in route.methods or ():
             if method != "HEAD":  # Starlette adds HEAD to every GET route on its own
-                pairs.add((route.path, method.lower()))
+                pairs.add((CONVERTER.sub(r"{\1}", route.path), method.lower()))
     return pairs
 
 
