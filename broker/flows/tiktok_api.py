@@ -171,6 +171,10 @@ class TikTokApi:
             if response.status_code == 401 and await self._token_invalid(response):
                 raise LoginRequired(log_detail=f"TikTok refused user {caller.user_id}'s refreshed token "
                                                f"(log_id {response.headers.get('x-tt-logid', '')})")
+        if response.status_code >= 500:  # TikTok's own failure: "retry later", as for every other TikTok call
+            await response.aclose()
+            raise UpstreamUnavailable(log_detail=f"tiktok {method} {path}: HTTP {response.status_code} "
+                                                 f"(log_id {response.headers.get('x-tt-logid', '')})")
         return self._answer(response, caller, method, path)
 
     async def _charge(self, caller: Caller, path: str) -> None:

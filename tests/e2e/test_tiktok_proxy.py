@@ -233,6 +233,16 @@ def test_tiktok_rate_limit_passes_through_with_retry_after(stack: Stack, browser
     assert int(response.headers["retry-after"]) > 0
 
 
+def test_tiktok_failing_is_a_503_to_retry_never_a_500_of_ours(stack: Stack, browser: Browser) -> None:
+    token, _ = signed_in(stack, browser)
+    stack.tiktok.set_fault("user_info", "http_500", count=1)
+    response = user_info(stack, bearer(token))
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "temporarily_unavailable" and int(response.headers["retry-after"]) > 0
+    assert "log_id" not in response.text  # TikTok's log_id is in our log, not in the answer
+    assert user_info(stack, bearer(token)).status_code == 200  # the next call goes through
+
+
 def test_our_rate_limits_per_client_and_per_user(limited: Stack, browser: Browser) -> None:
     token, sub = signed_in(limited, browser)
     assert [user_info(limited, bearer(token)).status_code for _ in range(2)] == [200, 200]
