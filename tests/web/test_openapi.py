@@ -1,9 +1,12 @@
-"""openapi.yaml is valid OpenAPI 3.1 and lists exactly the routes the broker serves."""
+"""openapi.yaml is valid OpenAPI 3.1, lists exactly the routes the broker serves, and documents errors in the shape
+each endpoint answers them, with the headers their status implies."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 from openapi_spec_validator import validate
@@ -46,3 +49,60 @@ def test_spec_is_valid_openapi_3_1() -> None:
 def test_spec_and_route_table_are_identical() -> None:
     spec = load_spec()
     assert documented(spec) == served()
+
+
+def resolved(spec: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def responses(spec: dict[str, Any]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(path, method, status, response) for every documented answer, $refs followed."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                for status, response in operation["responses"].items():
+                    yield path, method, status, resolved(spec, response)
+
+
+def renders_html(path: str, method: str) -> bool:
+    for route in ROUTES:
+        assert isinstance(route, Route)
+        if CONVERTER.sub(r"{\1}", route.path) == path and method.upper() in (route.methods or ()):
+            return bool(getattr(route.endpoint, "renders_html", False))
+    raise AssertionError(f"{method} {path} is not served")
+
+
+def test_errors_are_pages_on_browser_endpoints_and_json_elsewhere() -> None:
+    spec = load_spec()
+    for path, method, status, response in responses(spec):
+        if not status.startswith(("4", "5")) or (path, status) == ("/readyz", "503"):  # the probe says what fails
+            continue
+        media = set(response.get("content", {}))
+        where = f"{method.upper()} {path} {status}"
+        if renders_html(path, method) and not (path == "/logout" and status == "401"):  # a bearer caller's
+            assert "text/html" in media, where
+        elif path.startswith("/tiktok/"):
+            assert "application/json" in media, where  # the broker's errors; TikTok's pass through as sent
+        else:
+            assert media == {"application/json"}, where
+            assert resolved(spec, response["content"]["application/json"]["schema"]) == \
+                spec["components"]["schemas"]["OAuthError"], where
+
+
+def test_every_answer_documents_the_headers_its_status_implies() -> None:
+    spec = load_spec()
+    for path, method, status, response in responses(spec):
+        headers = {name.lower() for name in response.get("headers", {})}
+        where = f"{method.upper()} {path} {status}"
+        assert "x-request-id" in headers, where
+        if status in ("401",):
+            assert "www-authenticate" in headers, where
+        if status in ("429", "503"):
+            assert "retry-after" in headers, where
+        if status.startswith("3") and status != "304":
+            assert "location" in headers, where
