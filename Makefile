@@ -45,4 +45,4 @@ emulator: $(STAMP) ## run only the TikTok emulator on 127.0.0.1:8081
 	$(VENV)/bin/broker emulator
 
 clean: ## remove the virtualenv, caches and local dev data
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .broker-dev
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .broker-dev
