@@ -47,6 +47,7 @@ _SCOPE_ERRORS = frozenset({"scope_not_authorized", "scope_permission_missed"})
 _USERINFO_TRANSIENT = frozenset({"internal_error", "rate_limit_exceeded"})
 T = TypeVar("T")
 
+LOG_ID_HEADER = "x-tt-logid"
 _MAX_TEXT = 200  # keep TikTok's free text in logs short: it is for the operator, not evidence
 
 GARBLED = "TikTok returned an unexpected answer. Please try again."
@@ -73,6 +74,8 @@ def _detail(op: str, response: httpx.Response | None, *parts: str, log_id: str =
     bits = [f"tiktok {op}"]
     if response is not None:
         bits.append(f"HTTP {response.status_code}")
+        # A body that is not JSON (a proxy's error page) has no log_id: TikTok's header still names the request.
+        log_id = log_id or response.headers.get(LOG_ID_HEADER, "")[:_MAX_TEXT]
     bits.extend(part for part in parts if part)
     if log_id:
         bits.append(f"log_id={log_id}")

@@ -214,10 +214,12 @@ async def test_token_failures_map_to_our_errors(up: Upstream, call: Callable[[Up
 @pytest.mark.parametrize("content", [b"<html>Bad gateway</html>", b"", b"\xff\xfe\x00garbage",
                                      b"[" * 100_000, b'{"access_token": '])
 async def test_token_endpoint_garbage_is_a_502(up: Upstream, content: bytes) -> None:
-    up.reply(200, content=content)
+    up.reply(200, content=content, headers={"X-Tt-Logid": LOG_ID})
     with pytest.raises(UpstreamError) as caught:
         await exchange(up)
     assert type(caught.value) is UpstreamError and caught.value.status == 502
+    # No body to read it from: the log still names TikTok's request, by its header.
+    assert f"log_id={LOG_ID}" in caught.value.log_detail and LOG_ID not in caught.value.description
 
 
 @pytest.mark.parametrize(("header", "expected"), [("42", 42), ("Wed, 21 Oct 2026 07:28:00 GMT", 5),
