@@ -133,8 +133,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                           signing_alg=settings.signing_alg)
     tiktok_tokens = TikTokTokenStore(redis_client, keyspace, vault)
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
-                                  lease_ttl=3 * settings.tiktok_timeout, wait_timeout=settings.tiktok_timeout + 2,
-                                  metrics=metrics)
+                                  call_timeout=settings.tiktok_timeout, metrics=metrics)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
     account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
@@ -173,6 +172,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
             yield
         finally:
             await _stop(background)
+            await fresh_tokens.drain(grace=settings.tiktok_timeout)
             if owned_http:
                 await http.aclose()
             if owned_redis:

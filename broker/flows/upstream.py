@@ -1,8 +1,10 @@
 """TikTok token freshness: refresh before use, one refresh per user across replicas, dead grants ended cleanly.
 
 TikTok rotates refresh tokens: each refresh kills the token it presented. So for one user at most one refresh
-runs at a time across all replicas (a Redis lease), the result is stored only over the version it was made
-from (compare-and-set), and everyone else waits for and reads the winner's result.
+runs at a time across all replicas (a Redis lease its holder keeps renewing, so that a holder that dies frees it
+within one lease period), the result is stored only over the version it was made from (compare-and-set), and
+everyone else waits for and reads the winner's result. A refresh sent to TikTok is seen through even when its
+caller stops waiting: TikTok has rotated the refresh token by the time it answers, so its answer must be stored.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ log = logging.getLogger("broker.upstream")
 SIGN_IN_AGAIN = "Your TikTok sign-in is no longer valid. Please sign in again."
 POLL_INTERVAL = 0.05  # how often a waiter looks for the winner's result; a refresh takes ~100 ms or more
 REFRESH_AHEAD_BATCH = 500  # users per background round; the rest are due again next round
+# A lease lives this long unless its holder renews it (every third of it) while its refresh runs. Short, so that
+# waiters take over from a replica that died mid-refresh within one request; long enough that a live holder's
+# renewal is never late (a lapse lets a second replica present the same refresh token).
+LEASE_TTL = 3.0
 
 
 def _raise_if_cancelled() -> None:
@@ -34,23 +40,35 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait until it is done, cancelling again if redis-py swallowed the first."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+
+
 class UpstreamTokens:
     """Hands out TikTok tokens valid for at least `margin` seconds, refreshing them when needed.
 
-    `lease_ttl` must exceed the longest TikTok refresh call (the provider's timeout): a winner whose lease
-    lapses mid-call lets a second replica present the same refresh token, and one of the two then fails.
-    `wait_timeout` bounds how long a caller waits for another replica's refresh.
+    `call_timeout` bounds how long a caller waits for a refresh it started (None: until it ends); the refresh
+    itself goes on in the background for as long as the provider waits for TikTok. `lease_ttl` is how long a
+    lease outlives its holder. `wait_timeout` bounds how long a caller waits for another replica's refresh
+    (default: long enough to outlast the lease of a replica that died, then refresh itself).
     """
 
     def __init__(self, store: TikTokTokenStore, provider: Provider, clock: Clock, *, margin: int,
-                 lease_ttl: float, wait_timeout: float, metrics: Metrics | None = None) -> None:
+                 call_timeout: float | None = None, lease_ttl: float = LEASE_TTL,
+                 wait_timeout: float | None = None, metrics: Metrics | None = None) -> None:
         self.store = store
         self.provider = provider
         self.clock = clock
         self.margin = margin
+        self.call_timeout = call_timeout
+        self.lease_ttl = lease_ttl
         self.lease_ttl_ms = max(1, math.ceil(lease_ttl * 1000))
-        self.wait_timeout = wait_timeout
+        self.wait_timeout = wait_timeout if wait_timeout is not None else lease_ttl + (call_timeout or 0) + 1
         self.metrics = metrics or Metrics()
+        self._running: set[asyncio.Task[VersionedTokens]] = set()  # refreshes in flight, strongly held
 
     async def fresh(self, user_id: str, *, reject_access_token: str | None = None) -> ProviderTokens:
         """Tokens valid for at least `margin` seconds. `reject_access_token`: TikTok refused this access token,
@@ -82,6 +100,13 @@ class UpstreamTokens:
                 log.warning("refresh-ahead failed for user %s: %s %s", user_id, type(exc).__name__,
                             getattr(exc, "log_detail", ""))
         return refreshed
+
+    async def drain(self, grace: float) -> None:
+        """At shutdown: let refreshes in flight store TikTok's answer (it is the only copy), for up to `grace` s."""
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=grace)
+        for task in list(self._running):
+            task.cancel()
 
     async def run_refresh_ahead(self, *, interval: float, horizon: int) -> None:
         """Background loop for the composition root's lifespan; ends only when cancelled."""
@@ -122,7 +147,7 @@ class UpstreamTokens:
                 return current
             fence = await self.store.acquire_lease(user_id, self.lease_ttl_ms)
             if fence is not None:
-                # Holding the lease means one TikTok attempt at most, then we return or raise: bounded.
+                # Holding the lease means one TikTok attempt at most, awaited for call_timeout: bounded.
                 return await self._refresh_holding(user_id, fence, margin, reject)
             if not await self._await_winner(user_id, current.version, deadline):
                 raise UpstreamUnavailable(log_detail=f"tiktok refresh for user {user_id}: waited "
@@ -144,6 +169,36 @@ class UpstreamTokens:
 
     async def _refresh_holding(self, user_id: str, fence: str, margin: float,
                                reject: str | None) -> VersionedTokens:
+        """Run the refresh in its own task, so that a caller that stops waiting (our timeout, a client that
+        hung up) does not abandon TikTok's answer: that answer holds the only live refresh token."""
+        task = asyncio.create_task(self._refresh_leased(user_id, fence, margin, reject))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.call_timeout)
+        except TimeoutError:
+            raise UpstreamUnavailable("TikTok did not answer in time. Please try again shortly.",
+                                      log_detail=f"tiktok refresh for user {user_id}: no answer after "
+                                                 f"{self.call_timeout}s; it goes on in the background") from None
+
+    def _finished(self, task: asyncio.Task[VersionedTokens]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here: a caller that stopped waiting never looks (failures are logged)
+
+    async def _keep_lease(self, user_id: str, fence: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            _raise_if_cancelled()
+            try:
+                if not await self.store.renew_lease(user_id, fence, self.lease_ttl_ms):
+                    log.warning("TikTok refresh lease of user %s lapsed before its refresh ended", user_id)
+                    return
+            except StoreUnavailable:
+                continue  # the store is away: nobody else can take the lease from it either
+
+    async def _refresh_leased(self, user_id: str, fence: str, margin: float, reject: str | None) -> VersionedTokens:
+        keeper = asyncio.create_task(self._keep_lease(user_id, fence))
         try:
             # Re-read under the lease: the previous holder may have finished between our read and our SET NX.
             current = await self._stored(user_id)
@@ -163,6 +218,7 @@ class UpstreamTokens:
             log.warning("TikTok refresh for user %s discarded: the grant changed during the call", user_id)
             return await self._stored(user_id)
         finally:
+            await _stopped(keeper)
             await self._release_quietly(user_id, fence)
 
     async def _after_rejection(self, user_id: str, presented: VersionedTokens) -> VersionedTokens:

@@ -28,6 +28,10 @@ DEFAULT_AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
 DEFAULT_API_URL = "https://open.tiktokapis.com"
 # Fail fast on connect (TikTok is either reachable or not); allow slower reads for the token endpoint.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+# TikTok rotates the refresh token when it handles a refresh: an answer we stop reading is the user's grant lost.
+# So once a refresh is sent, its answer is awaited at least this long, whatever the per-call timeout. Callers need
+# not wait with it: the refresh flow lets them go after the usual timeout and stores the answer when it comes.
+REFRESH_PATIENCE = 60.0
 
 logger = logging.getLogger("broker.providers.tiktok")
 
@@ -123,6 +127,7 @@ class TikTokProvider:
                                    lambda: self._token_call("code exchange", form, _CODE_REJECTED))
 
     async def refresh(self, refresh_token: str) -> ProviderTokens:
+        """Slow by design when TikTok is slow (see REFRESH_PATIENCE): run it where the caller can stop waiting."""
         form = {
             "client_key": self._client_key,
             "client_secret": self._client_secret,
@@ -131,7 +136,7 @@ class TikTokProvider:
         }
         # TikTok rotates refresh tokens: the caller must persist the returned one and drop the old one.
         return await self._guarded("refresh", (refresh_token,),
-                                   lambda: self._token_call("refresh", form, _SIGN_IN_AGAIN))
+                                   lambda: self._token_call("refresh", form, _SIGN_IN_AGAIN, patient=True))
 
     async def revoke(self, access_token: str) -> None:
         form = {"client_key": self._client_key, "client_secret": self._client_secret, "token": access_token}
@@ -154,22 +159,27 @@ class TikTokProvider:
 
     # -- plumbing --
 
-    async def _token_call(self, op: str, form: dict[str, str], rejected: str) -> ProviderTokens:
+    async def _token_call(self, op: str, form: dict[str, str], rejected: str, *,
+                          patient: bool = False) -> ProviderTokens:
         # Read the clock before the call: expiry instants err on the early side by the request's duration.
         issued_at = self._clock.now()
-        response = await self._send(op, "POST", "/v2/oauth/token/", data=form)
+        timeout = self._timeout
+        if patient:  # connecting stays quick: a request that never reached TikTok rotated nothing
+            timeout = httpx.Timeout(connect=timeout.connect, read=max(REFRESH_PATIENCE, timeout.read or 0.0),
+                                    write=timeout.write, pool=timeout.pool)
+        response = await self._send(op, "POST", "/v2/oauth/token/", data=form, limits=timeout)
         return parse.parse_token_response(op, response, issued_at=issued_at, rejected_description=rejected)
 
     async def _send(self, op: str, method: str, path: str, *, data: dict[str, str] | None = None,
-                    params: dict[str, str] | None = None,
-                    headers: dict[str, str] | None = None) -> httpx.Response:
+                    params: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                    limits: httpx.Timeout | None = None) -> httpx.Response:
         """One request with our timeout, no client-level auth (secrets go in the body), no redirects;
         transport failures become UpstreamUnavailable, chained to the httpx exception."""
         request_headers = {"Accept": "application/json", "Cache-Control": "no-cache", **(headers or {})}
         try:
             return await self._http.request(
                 method, self._api_url + path, data=data, params=params, headers=request_headers,
-                timeout=self._timeout, auth=None, follow_redirects=False)
+                timeout=limits or self._timeout, auth=None, follow_redirects=False)
         except httpx.TimeoutException as exc:
             raise UpstreamUnavailable("TikTok did not answer in time. Please try again shortly.",
                                       log_detail=f"tiktok {op}: {type(exc).__name__}") from exc

@@ -6,7 +6,7 @@ Layout (all in the user's slot `{u:<uid>}` except the index):
                       lives on the user record (no TTL) so it keeps counting across expiry and new logins; it is
                       clear text because the compare-and-set runs in Lua, which cannot open the blob.
                       Fields `tiktok_link` (linked | broken), `tiktok_link_reason`, `tiktok_link_broken_at`.
-  <tag>:tiktok:lease  who may refresh right now: a random fence, SET NX PX
+  <tag>:tiktok:lease  who may refresh right now: a random fence, SET NX PX, renewed by its holder while it works
   <prefix>tiktok:expiry  sorted set, user id by access-token expiry: a hint for the background refresher.
                       It is in another slot, so it is written after the user's atomic step and may lag.
 """
@@ -65,6 +65,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class VersionedTokens:
@@ -109,6 +114,7 @@ class TikTokTokenStore:
         self._cas = client.register_script(COMPARE_AND_SET)
         self._break = client.register_script(BREAK_LINK)
         self._release = client.register_script(RELEASE_LEASE)
+        self._renew = client.register_script(RENEW_LEASE)
 
     def lease_key(self, user_id: str) -> str:
         return f"{self.keys.tiktok_tokens(user_id)}:lease"
@@ -181,6 +187,11 @@ class TikTokTokenStore:
         """Delete the lease only if it is still ours (after a lapse another replica may hold it)."""
         async with translated_errors():
             return bool(await self._release(keys=[self.lease_key(user_id)], args=[fence]))
+
+    async def renew_lease(self, user_id: str, fence: str, ttl_ms: int) -> bool:
+        """Extend the lease if it is still ours; False once it lapsed (or was released) and may be another's."""
+        async with translated_errors():
+            return bool(await self._renew(keys=[self.lease_key(user_id)], args=[fence, ttl_ms]))
 
     async def lease_held(self, user_id: str) -> bool:
         async with translated_errors():

@@ -62,9 +62,9 @@ class World:
         return TikTokTokenStore(client, KeySpace("broker:"), self.vault)
 
     def replica(self, *, provider: Provider | None = None, lease_ttl: float = 5.0,
-                wait_timeout: float = 5.0) -> UpstreamTokens:
+                wait_timeout: float = 5.0, call_timeout: float | None = None) -> UpstreamTokens:
         return UpstreamTokens(self.store(), provider or self.provider, self.clock, margin=MARGIN,
-                              lease_ttl=lease_ttl, wait_timeout=wait_timeout)
+                              lease_ttl=lease_ttl, wait_timeout=wait_timeout, call_timeout=call_timeout)
 
     def refresh_calls(self) -> list[dict[str, Any]]:
         return [c for c in self.tiktok.calls if c["endpoint"] == "token" and c["grant_type"] == "refresh_token"]
@@ -274,6 +274,37 @@ async def test_waiters_take_over_when_the_winner_dies(world: World) -> None:
     assert len(world.refresh_calls()) == 1
     assert len({r.access_token for r in results}) == 1
     assert world.live_refresh_tokens() == [results[0].refresh_token]
+
+
+async def test_a_refresh_slower_than_its_caller_is_stored_when_tiktok_answers(world: World) -> None:
+    """TikTok rotates as it handles the refresh: its late answer holds the only live refresh token."""
+    linked = await world.link()
+    near_expiry(world, linked)
+    world.tiktok.set_fault("token", "latency", latency_ms=600, count=1)
+    upstream = world.replica(call_timeout=0.1)
+    with pytest.raises(UpstreamUnavailable):
+        await upstream.fresh(UID)  # the caller is let go after its timeout ...
+    stored = await world.store().get(UID)
+    assert stored is not None and stored.tokens == linked
+    await upstream.drain(grace=5)  # ... while the refresh goes on and stores TikTok's answer
+    stored = await world.store().get(UID)
+    assert stored is not None and stored.version == 2 and stored.tokens.refresh_token != linked.refresh_token
+    assert world.live_refresh_tokens() == [stored.tokens.refresh_token] and len(world.refresh_calls()) == 1
+    assert await world.store().lease_held(UID) is False
+    assert await upstream.fresh(UID) == stored.tokens
+
+
+async def test_a_live_holder_keeps_its_lease_through_a_refresh_longer_than_the_lease(world: World) -> None:
+    linked = await world.link()
+    near_expiry(world, linked)
+    world.tiktok.set_fault("token", "latency", latency_ms=900, count=1)
+    holder = world.replica(lease_ttl=0.3)
+    first = asyncio.create_task(holder.fresh(UID))
+    await asyncio.sleep(0.1)  # the holder has the lease and is waiting for TikTok
+    others = await asyncio.gather(*(world.replica(lease_ttl=0.3, wait_timeout=5).fresh(UID) for _ in range(3)))
+    assert {r.access_token for r in others} == {(await first).access_token}
+    assert len(world.refresh_calls()) == 1  # renewed three times over: nobody presented the token a second time
+    assert world.live_refresh_tokens() == [others[0].refresh_token]
 
 
 async def test_waiters_give_up_in_bounded_time_without_losing_the_refresh_token(world: World) -> None:

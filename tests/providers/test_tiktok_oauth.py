@@ -14,7 +14,7 @@ import pytest
 
 from broker.clock import FrozenClock
 from broker.errors import BrokerError, UpstreamError, UpstreamRejected, UpstreamUnavailable
-from broker.providers.tiktok import TikTokProvider, new_code_verifier, pkce_challenge
+from broker.providers.tiktok import REFRESH_PATIENCE, TikTokProvider, new_code_verifier, pkce_challenge
 
 NOW = 1_800_000_000.0
 KEY = "awq3k7exampl3key"
@@ -152,6 +152,8 @@ async def test_refresh_request_shape_and_rotated_tokens(up: Upstream, clock: Fro
     assert up.form() == {"client_key": KEY, "client_secret": SECRET, "grant_type": "refresh_token",
                          "refresh_token": REFRESH}
     assert "authorization" not in up.requests[-1].headers
+    # Once sent, a refresh's answer is awaited patiently (TikTok has rotated by then); connecting stays quick.
+    assert up.requests[-1].extensions["timeout"] == {**TIMEOUT.as_dict(), "read": REFRESH_PATIENCE}
     assert (tokens.access_token, tokens.refresh_token) == ("act.new", "rft.new")
     assert tokens.expires_at == NOW + 500 + 7200 and tokens.scopes == frozenset({"user.info.basic"})
 
