@@ -16,6 +16,7 @@ import redis
 from broker.config import Settings
 from broker.emulator import ids
 from tests.e2e.conftest import Stack, start_stack
+from tests.support.log_ids import record_log_ids
 from tests.support.people import Person, age_grant, sign_in, stored_grant
 
 TIMEOUT = 0.5  # BROKER_TIKTOK_TIMEOUT in these tests
@@ -32,16 +33,7 @@ def impatient(base_settings: Settings) -> Iterator[Stack]:
 
 @pytest.fixture
 def log_ids(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every log_id the emulator hands out (in bodies and X-Tt-Logid headers), in order."""
-    issued: list[str] = []
-    mint = ids.log_id
-
-    def recording(now: float) -> str:
-        issued.append(mint(now))
-        return issued[-1]
-
-    monkeypatch.setattr(ids, "log_id", recording)
-    return issued
+    return record_log_ids(monkeypatch)
 
 
 def profile_call(stack: Stack, person: Person) -> tuple[httpx.Response, float]:

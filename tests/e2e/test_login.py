@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import jwt
@@ -12,6 +13,7 @@ import redis
 from broker.config import Settings
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.browser import Browser, query_of
+from tests.support.log_ids import record_log_ids
 
 BASIC_AND_PROFILE = ("user.info.basic", "user.info.profile")
 
@@ -231,6 +233,9 @@ FAULTS = [
 ]
 
 
+SLOW_MS = 3000  # a latency fault's silence: six times the broker's TikTok timeout below
+
+
 @pytest.fixture
 def impatient_stack(base_settings: Settings) -> Iterator[Stack]:
     running, servers = start_stack(base_settings.with_overrides(tiktok_timeout=0.5))
@@ -241,14 +246,21 @@ def impatient_stack(base_settings: Settings) -> Iterator[Stack]:
 
 @pytest.mark.parametrize(("endpoint", "mode", "status", "code"), FAULTS)
 def test_tiktok_failing_during_login_gives_a_clear_error_and_writes_nothing(
-        impatient_stack: Stack, browser: Browser, redis_sync: redis.Redis,
-        endpoint: str, mode: str, status: int, code: str) -> None:
+        impatient_stack: Stack, browser: Browser, redis_sync: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, endpoint: str, mode: str, status: int, code: str) -> None:
     callback = stop_before_callback(impatient_stack, browser)
-    impatient_stack.tiktok.set_fault(endpoint, mode, latency_ms=1500, count=1)
+    log_ids = record_log_ids(monkeypatch)
+    impatient_stack.tiktok.set_fault(endpoint, mode, latency_ms=SLOW_MS, count=1)
+    started = time.monotonic()
     response = browser.get(callback)
+    assert time.monotonic() - started < SLOW_MS / 1000  # the broker's TikTok timeout answered, not TikTok
     assert_error_page(response, status, code)
     if status == 503:
         assert response.headers["retry-after"]
+    # TikTok's log_id is for the operator's log, never for the page.
+    assert not [log_id for log_id in log_ids if log_id in response.text]
+    if mode != "latency":
+        assert log_ids[-1] in caplog.text
     assert user_keys(redis_sync) == []
     # A fresh login works again once TikTok recovers.
     assert log_in(impatient_stack, browser).status_code == 200
