@@ -47,6 +47,9 @@ if presented == s['rt'] then
   redis.call('LPUSH', KEYS[2], presented)
   redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
   redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
+  -- Only the token just spent can be replayed, so the previous rotation's grace copy is useless from here on:
+  -- drop it, so that the one named after rt_prev is the family's only one and ending the family finds it.
+  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. s['rt_prev']) end
   if grace > 0 then
     redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000))
   end
@@ -67,6 +70,17 @@ end
 return {'unknown'}
 """
 
+# End one family or session with what hangs off it: spent-token hashes and the sealed pair of its last rotation.
+END = """
+local spent = redis.call('HGET', KEYS[1], 'rt_prev')
+if spent and spent ~= '' then redis.call('DEL', ARGV[2] .. spent) end
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return deleted
+"""
+
+
 def _ms(instant: float) -> int:
     return math.ceil(instant * 1000)
 
@@ -77,6 +91,7 @@ class Families:
         self.keys = keys
         self.vault = vault
         self._rotate = client.register_script(ROTATE)
+        self._end = client.register_script(END)
 
     async def create(self, session: Session, token_hash: str) -> None:
         """A new family: its session record with the first token's hash, listed among the user's sessions."""
@@ -133,11 +148,9 @@ class Families:
 
     async def end(self, user_id: str, sid: str) -> bool:
         """Delete a session or family with everything that hangs off it."""
-        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.session(user_id, sid), self.keys.refresh_used(user_id, sid))
-            pipe.zrem(self.keys.user_sessions(user_id), sid)
-            deleted, _ = await pipe.execute()
-        return bool(deleted)
+        keys = [self.keys.session(user_id, sid), self.keys.refresh_used(user_id, sid), self.keys.user_sessions(user_id)]
+        async with translated_errors():
+            return bool(await self._end(keys=keys, args=[sid, self.keys.refresh_grace(user_id, "")]))
 
     async def deny_jti(self, user_id: str, jti: str, until: float) -> None:
         """Denylist one access token until it expires; listed on the user so that deletion finds it."""

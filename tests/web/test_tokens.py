@@ -133,6 +133,21 @@ async def test_fifty_concurrent_refreshes_make_one_successor_and_no_logout(stack
     assert (await refresh(stack, successor)).status_code == 200
 
 
+async def test_quick_rotations_keep_one_grace_entry_and_ending_the_family_leaves_none(
+        stack: InProcess, redis_sync: redis.Redis) -> None:
+    """Only the newest rotation can be replayed, so it is the only sealed pair kept; deletion and revocation
+    find it through the family, and nothing of the family outlives it."""
+    tokens = [str((await first_pair(stack))["refresh_token"])]
+    for _ in range(3):  # three rotations inside one grace window
+        tokens.append(str((await refresh(stack, tokens[-1])).json()["refresh_token"]))
+    sub = tokens[0].split(".")[1]
+    assert len(redis_sync.keys(f"broker:{{u:{sub}}}:rtg:*")) == 1
+    replayed = await refresh(stack, tokens[-2])  # the parallel tab of the newest rotation still gets its pair
+    assert replayed.status_code == 200 and replayed.json()["refresh_token"] == tokens[-1]
+    assert (await stack.broker.post("/oauth/revoke", data={"token": tokens[-1]})).status_code == 200
+    assert redis_sync.keys(f"broker:{{u:{sub}}}:rtg:*") == []
+
+
 async def test_a_made_up_token_naming_a_family_does_not_revoke_it(stack: InProcess) -> None:
     first = await first_pair(stack)
     _, sub, sid, _ = str(first["refresh_token"]).split(".")
