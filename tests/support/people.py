@@ -51,16 +51,21 @@ def log_in(broker_url: str, browser: Browser, name: str) -> httpx.Response:
     return browser.consent(consent, display_name=name, scopes=SCOPES)
 
 
-def sign_in(broker_url: str, name: str) -> Person:
-    browser = Browser()
+def sign_in(broker_url: str, name: str, *, client: httpx.Client | None = None) -> Person:
+    """Log in as `name` in a fresh browser (on `client` if given: e.g. one that records every answer)."""
+    browser = Browser(client=client) if client is not None else Browser()
+    browser.client.cookies.clear()
     home = log_in(broker_url, browser, name)
     assert home.status_code == 200, home.text[:300]
     cookie = browser.client.cookies[SESSION_COOKIE]
-    check = httpx.get(f"{broker_url}/auth/verify", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"})
+    browser.client.cookies.clear()  # from here on, each request names the credential it presents
+    session = {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+    check = browser.client.get(f"{broker_url}/auth/verify", headers=session)
     assert check.status_code == 200, check.text
-    pair = httpx.post(f"{broker_url}/oauth/token", data={"grant_type": SESSION_GRANT},
-                      headers={"Origin": broker_url, "Cookie": f"{SESSION_COOKIE}={cookie}"})
+    pair = browser.client.post(f"{broker_url}/oauth/token", data={"grant_type": SESSION_GRANT},
+                               headers={"Origin": broker_url, **session})
     assert pair.status_code == 200, pair.text
+    browser.client.cookies.clear()
     return Person(name, check.headers["x-auth-request-user"], cookie,
                   check.headers["authorization"].removeprefix("Bearer "), pair.json()["refresh_token"], browser)
 
