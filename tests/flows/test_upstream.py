@@ -337,6 +337,23 @@ async def test_refresh_ahead_refreshes_only_users_within_the_horizon(world: Worl
     assert await upstream.refresh_ahead_once(horizon=3700) == 0  # nothing due any more
 
 
+@pytest.mark.parametrize("mode", ["latency", "http_500", "error_200", "rate_limit", "garbage"])
+async def test_refresh_ahead_through_a_tiktok_fault_keeps_the_grant(world: World, redis_sync: redis_sync.Redis,
+                                                                    mode: str) -> None:
+    linked = await world.link()
+    near_expiry(world, linked)
+    world.tiktok.set_fault("token", mode, latency_ms=400, count=1)
+    upstream = world.replica(call_timeout=0.1)
+    assert await upstream.refresh_ahead_once(horizon=MARGIN) == 0  # failed, or still waiting for a slow TikTok
+    await upstream.drain(grace=5)
+    assert redis_sync.hget(f"broker:{{u:{UID}}}:user", "tiktok_link") == "linked"
+    await upstream.refresh_ahead_once(horizon=MARGIN)  # the next round, once TikTok behaves
+    stored = await world.store().get(UID)
+    assert stored is not None and stored.tokens.expires_at - world.clock.now() > MARGIN
+    assert world.live_refresh_tokens() == [stored.tokens.refresh_token]
+    assert redis_sync.zscore("broker:tiktok:expiry", UID) == stored.tokens.expires_at
+
+
 async def test_the_background_refresher_keeps_going_and_stops_when_cancelled(world: World) -> None:
     linked = await world.link()
     near_expiry(world, linked)
