@@ -107,6 +107,8 @@ class UpstreamTokens:
             await asyncio.wait(list(self._running), timeout=grace)
         for task in list(self._running):
             task.cancel()
+        if self._running:  # let the cancelled ones release their leases
+            await asyncio.wait(list(self._running), timeout=1)
 
     async def run_refresh_ahead(self, *, interval: float, horizon: int) -> None:
         """Background loop for the composition root's lifespan; ends only when cancelled."""
@@ -187,12 +189,13 @@ class UpstreamTokens:
             task.exception()  # retrieved here: a caller that stopped waiting never looks (failures are logged)
 
     async def _keep_lease(self, user_id: str, fence: str) -> None:
+        """Renew the lease while the refresh runs; stop once it is not ours any more (released by the
+        compare-and-set that stored the result, or lapsed: then the refresh's own outcome tells)."""
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             _raise_if_cancelled()
             try:
                 if not await self.store.renew_lease(user_id, fence, self.lease_ttl_ms):
-                    log.warning("TikTok refresh lease of user %s lapsed before its refresh ended", user_id)
                     return
             except StoreUnavailable:
                 continue  # the store is away: nobody else can take the lease from it either
