@@ -23,6 +23,7 @@ from tests.support.people import SESSION_COOKIE, Person, age_grant, sign_in, sto
 PEOPLE = ("Redis Ada", "Redis Bo", "Redis Cy")
 # What each kind of request may answer while Redis comes and goes: success or 503, nothing else.
 ALLOWED = {"verify-cookie": {200, 503}, "verify-bearer": {200, 503}, "refresh": {200, 503}, "login": {302, 503}}
+CACHED = ("verify-cookie", "verify-bearer")  # answered from the per-process session cache while it is trusted
 
 
 @dataclass
@@ -106,7 +107,15 @@ def test_redis_killed_under_load_answers_503_then_everything_is_back(durable: Du
             if answer.status == 503:
                 assert_unavailable(answer)
         down = [a for a in answers if a.started > killed and a.ended < restarting]
-        assert down and all(a.status == 503 for a in down)
+        assert down
+        for kind in ALLOWED:
+            # Gateway checks may still be served by the per-process session cache until its invalidation
+            # connection notices that Redis is gone (milliseconds); from the first 503 on, only 503 until Redis
+            # is back. Everything else needs Redis and answers 503 from the start.
+            ofkind = [a for a in down if a.kind == kind]
+            first = next(i for i, a in enumerate(ofkind) if a.status == 503)
+            assert kind in CACHED or first == 0, (kind, [a.status for a in ofkind])
+            assert all(a.status == 503 for a in ofkind[first:] if a.started > ofkind[first].ended), kind
         assert sum(a.status == 200 for a in answers if a.kind == "refresh") >= 3  # rotation went on around the outage
 
         for person in people:  # every session, refresh family and sealed TikTok grant survived the crash
@@ -162,9 +171,13 @@ def test_a_stalled_redis_gives_a_bounded_503_not_a_hang(durable: Durable) -> Non
     finally:
         admin.close()
     for answer in answers:
-        assert_unavailable(answer)
-        # A 503 at all means the broker gave up by itself: Redis would have answered once the pause ended.
+        # Answered while Redis was still paused: the broker gave up by itself (503), or a gateway check was
+        # served by the per-process cache, which Redis could not have invalidated meanwhile (every write waits).
         assert answer.ended - paused < pause_ms / 1000
+        if answer.kind in CACHED and answer.status == 200:
+            assert answer.headers["x-auth-request-user"] == person.sub
+        else:
+            assert_unavailable(answer)
     # Once Redis answers again the same credentials work: the stall ended nothing.
     deadline = time.monotonic() + 15
     while httpx.get(f"{url}/auth/verify", headers=person.cookie_header).status_code != 200:
