@@ -20,7 +20,7 @@ from tests.support.log_ids import record_log_ids
 from tests.support.people import Person, age_grant, sign_in, stored_grant
 
 TIMEOUT = 0.5  # BROKER_TIKTOK_TIMEOUT in these tests
-SLOW_MS = 3000  # how long a "latency" fault keeps TikTok silent: far beyond the timeout
+SLOW_MS = 2000  # how long a "latency" fault keeps TikTok silent: four times the timeout
 
 
 @pytest.fixture

@@ -233,7 +233,7 @@ FAULTS = [
 ]
 
 
-SLOW_MS = 3000  # a latency fault's silence: six times the broker's TikTok timeout below
+SLOW_MS = 2000  # a latency fault's silence: four times the broker's TikTok timeout below
 
 
 @pytest.fixture
