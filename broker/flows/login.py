@@ -24,7 +24,7 @@ from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.sessions import SessionService, new_user_id
 from broker.metrics import Metrics
 from broker.providers.base import Provider
-from broker.store.records import Records
+from broker.store.records import AccountDeleted, Records
 
 log = logging.getLogger("broker.login")
 
@@ -145,6 +145,14 @@ class LoginFlow:
         # Everything that can fail upstream has happened; only now is anything written.
         user_id = await self.records.claim_user_id(identity.subject, new_user_id())
         created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip)
-        await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
+        try:
+            await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
+        except AccountDeleted:
+            # The account was deleted while this login was in flight: it signs in as a new account, as a login
+            # after the deletion would have.
+            log.info("login raced its account's deletion: a new account", extra={"user_id": user_id})
+            user_id = await self.records.replace_user_id(identity.subject, user_id, new_user_id())
+            created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip)
+            await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
         log.info("login complete", extra={"user_id": user_id, "sid": created.session.sid})
         return LoginResult(created.session, created.cookie_value, attempt.return_to)

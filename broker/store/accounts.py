@@ -36,7 +36,8 @@ if ARGV[2] ~= 'all' then finish(ARGV[2]) end
 return ended
 """
 
-# Every key of one user, in one step. Returns {sessions, refresh families, tiktok grant (0|1), profile (0|1)}.
+# Every key of one user, in one step, leaving only a short-lived marker that the account was deleted.
+# Returns {sessions, refresh families, tiktok grant (0|1), profile (0|1)}.
 DELETE_USER = """
 local tag = ARGV[1]
 local browser, families = 0, 0
@@ -54,8 +55,13 @@ for _, key in ipairs(redis.call('SMEMBERS', tag .. ':aux')) do redis.call('DEL',
 local tokens = redis.call('DEL', tag .. ':tiktok')
 local profile = redis.call('DEL', tag .. ':user')
 redis.call('DEL', KEYS[1], tag .. ':aux', tag .. ':tiktok:lease')
+redis.call('SET', tag .. ':deleted', '1', 'PX', tonumber(ARGV[2]))
 return {browser, families, tokens, profile}
 """
+
+# How long a deleted account's marker stays: far longer than a login takes between finding the user id and
+# writing its session, short enough to be no lasting trace of the account.
+DELETED_MARKER_TTL = 120
 
 DELETE_IF_EQUAL = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -100,7 +106,8 @@ class Accounts:
                           expiry_index: str) -> Deleted:
         """Delete every key of the user atomically, then the keys outside its slot, then denylist the sub."""
         async with translated_errors():
-            counts = await self._delete(keys=[self.keys.user_sessions(user_id)], args=[self.keys.user_tag(user_id)])
+            counts = await self._delete(keys=[self.keys.user_sessions(user_id)],
+                                        args=[self.keys.user_tag(user_id), DELETED_MARKER_TTL * 1000])
             # Outside the user's slot: the open_id index (only if it still points at this user: a new login after
             # deletion is a new account and must keep its own index), the refresher's index, and the denylist
             # entry that makes every token issued before refuse at once, named by a hash of the id only.

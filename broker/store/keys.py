@@ -55,6 +55,11 @@ class KeySpace:
     def denied_jti(self, user_id: str, jti: str) -> str:
         return f"{self.user_tag(user_id)}:dj:{jti}"
 
+    def deleted_marker(self, user_id: str) -> str:
+        """Left for a short while by an account deletion, so that a login racing it cannot write into the
+        deleted account (see Records.save_login)."""
+        return f"{self.user_tag(user_id)}:deleted"
+
     def short_lived(self, user_id: str) -> str:
         """The names of a user's short-lived keys (denied jtis, codes, code markers): deletion reads this list."""
         return f"{self.user_tag(user_id)}:aux"

@@ -77,6 +77,22 @@ def session_from_pairs(pairs: list[str], *, picture: str = "") -> Session:
     )
 
 
+# KEYS[1] an open_id index; ARGV[1] the deleted user id it may still name; ARGV[2] the new id. Returns the id the
+# index names afterwards.
+REPLACE_INDEX = """
+local current = redis.call('GET', KEYS[1])
+if not current or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return current
+"""
+
+
+class AccountDeleted(Exception):
+    """The account a login was saving into was deleted meanwhile."""
+
+
 def _tiktok_tokens(records: Records) -> TikTokTokenStore:
     # The TikTok token blob (format, version, index) is owned by TikTokTokenStore; this is a cheap view on it.
     return TikTokTokenStore(records.client, records.keys, records.vault)
@@ -94,6 +110,7 @@ class Records:
         self.keys = keys
         self.vault = vault
         self._touch = client.register_script(TOUCH_SESSION)
+        self._replace_index = client.register_script(REPLACE_INDEX)
 
     async def ping(self) -> None:
         async with translated_errors():
@@ -128,9 +145,17 @@ class Records:
             _, winner = await pipe.execute()
         return str(winner)
 
+    async def replace_user_id(self, open_id: str, deleted: str, candidate: str) -> str:
+        """Point the open_id at `candidate` unless it already points at a live account other than `deleted`."""
+        async with translated_errors():
+            return str(await self._replace_index(keys=[self.keys.open_id_index(open_id)], args=[deleted, candidate]))
+
     async def save_login(self, user_id: str, identity: Identity, tokens: ProviderTokens,
                          session: Session, now: float) -> None:
-        """Profile, sealed TikTok tokens and the new session, all in one transaction in the user's slot."""
+        """Profile, sealed TikTok tokens and the new session, all in one transaction in the user's slot.
+
+        AccountDeleted if the account was deleted after the login found its id: what this transaction wrote
+        is removed again, and the login should go on as a new account (see replace_user_id)."""
         user_key = self.keys.user(user_id)
         tiktok = _tiktok_tokens(self)
         session_key = self.keys.session(user_id, session.sid)
@@ -151,7 +176,14 @@ class Records:
             pipe.zremrangebyscore(index_key, "-inf", now)
             # Every session lives at most the same absolute TTL, so the newest one ends last.
             pipe.pexpireat(index_key, _ms(session.expires_at))
-            await pipe.execute()
+            # Read in the same transaction, so a deletion either came before these writes (and they are undone
+            # below) or after them (and deleted them with the rest).
+            pipe.exists(self.keys.deleted_marker(user_id))
+            *_, deleted = await pipe.execute()
+        if deleted:
+            async with translated_errors():
+                await self.client.delete(user_key, self.keys.tiktok_tokens(user_id), session_key, index_key)
+            raise AccountDeleted(user_id)
         await tiktok.track(user_id, tokens.expires_at)
 
     async def get_user(self, user_id: str) -> dict[str, str]:

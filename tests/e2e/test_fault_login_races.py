@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from tests.e2e.conftest import Stack
@@ -19,9 +18,6 @@ from tests.support.browser import Browser
 from tests.support.people import SESSION_COOKIE, log_in, sign_in
 
 
-@pytest.mark.xfail(strict=True, reason="Records.claim_user_id/save_login are not fenced against the account "
-                                       "deletion script: a deletion between them leaves an orphan user record "
-                                       "and a session of the deleted user")
 def test_a_login_racing_the_deletion_of_its_account_leaves_no_orphan(stack: Stack,
                                                                      redis_sync: redis.Redis) -> None:
     url = stack.broker.url

@@ -230,11 +230,15 @@ def test_soak_mixed_traffic_loses_nothing_and_leaks_nothing(soak: Soak, redis_sy
     deadline = time.monotonic() + 10  # revocations at TikTok that were queued drain in the background
     while redis_sync.exists("broker:revoke:queue") and time.monotonic() < deadline:
         time.sleep(0.2)
-    # What is left: the hashed denylist entry of each deleted user (TTL-bound), and the broker's shared structures
-    # (the events stream holds each user.deleted event, by design). Not one key in any user's slot.
+    # What is left: the hashed denylist entry of each deleted user (TTL-bound), the short-lived marker in each
+    # deleted account's slot (it stops a racing login from writing into it), and the broker's shared structures
+    # (the events stream holds each user.deleted event, by design). Nothing else in any user's slot.
     left = sorted(redis_sync.scan_iter(count=1000))
     deleted = users | {life.person.sub for life in soak.lives if life.fate == "delete"}
     denied = [key for key in left if key.startswith("broker:deny:sub:")]
     assert len(denied) == len(deleted) and all(redis_sync.pttl(key) > 0 for key in denied)
-    assert set(left) - set(denied) <= SHARED_STRUCTURES, sorted(set(left) - set(denied))[:10]
+    markers = [key for key in left if key.endswith(":deleted")]
+    assert markers == sorted(f"broker:{{u:{sub}}}:deleted" for sub in deleted)
+    assert all(0 < redis_sync.pttl(key) <= 120_000 for key in markers)
+    assert set(left) - set(denied) - set(markers) <= SHARED_STRUCTURES, sorted(set(left) - set(denied))[:10]
     assert redis_sync.zcard("broker:tiktok:expiry") == 0 and redis_sync.zcard("broker:revoke:queue") == 0
