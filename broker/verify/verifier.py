@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 
-import jwt
-
+from broker.verify import compact
+from broker.verify.compact import MalformedToken
 from broker.verify.errors import TokenRejected
 from broker.verify.introspection import Introspection
 from broker.verify.jwks import JwksCache
@@ -53,44 +52,46 @@ class BrokerVerifier:
         self.introspection = introspection
         self._leeway = leeway
         self._now = now
-        self._jws = jwt.PyJWS()
+        self._headers = compact.HeaderCache()
+        self._checks = compact.SignatureChecks()
 
     def __repr__(self) -> str:
         return f"BrokerVerifier(issuer={self.issuer!r}, audience={self.audience!r})"
 
     async def verify(self, token: str) -> Claims:
-        """The claims of a valid access token; TokenRejected for anything else."""
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-            raise TokenRejected("malformed token")
+        """The claims of a valid access token; TokenRejected for anything else.
+
+        Only the header's parse is cached (by its bytes); the key is asked of the JWKS cache every time, and
+        the signature is checked before the payload is decoded."""
         try:
-            header = jwt.get_unverified_header(token)
-        except (jwt.PyJWTError, ValueError, TypeError):
+            parts = compact.split(token, max_length=MAX_TOKEN_LENGTH)
+            header = self._headers.header(parts.header)
+        except MalformedToken:
             raise TokenRejected("malformed token") from None
-        if "crit" in header or "b64" in header:
+        if header.extended:
             raise TokenRejected("unsupported token header")
-        alg = header.get("alg")
+        alg = header.alg
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenRejected("algorithm not allowed")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+        if header.typ not in ACCESS_TOKEN_TYPES:
             raise TokenRejected("not an access token")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
+        if header.kid is None:
             raise TokenRejected("token has no key id")
-        key = await self.jwks.get_key(kid)
+        key = await self.jwks.get_key(header.kid)
         if key is None:
             raise TokenRejected("unknown signing key")
         if key.alg != alg or key.alg not in self.algorithms:
             raise TokenRejected("algorithm not allowed for this key")
         try:
-            decoded = self._jws.decode_complete(token, key=key.public_key, algorithms=[key.alg])
-            claims = json.loads(decoded["payload"])
-        except jwt.InvalidSignatureError:
-            raise TokenRejected("bad signature") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
+            signature = compact.b64url_decode(parts.signature)
+        except MalformedToken:
             raise TokenRejected("malformed token") from None
-        if not isinstance(claims, dict):
-            raise TokenRejected("malformed token")
+        if not self._checks.check_for(key)(parts.signing_input, signature):
+            raise TokenRejected("bad signature")
+        try:
+            claims: Claims = compact.json_object(parts.payload)
+        except MalformedToken:
+            raise TokenRejected("malformed token") from None
         expires = self._check_claims(claims)
         if self.introspection is not None:
             remaining = expires + self._leeway - self._now()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from broker.app import create_app
@@ -18,7 +21,18 @@ from broker.signing import TokenService, create_key
 from broker.signing.keyfiles import SigningKey, write_key
 from broker.verify import BrokerVerifier, JwksCache, TokenRejected
 from tests.support.servers import ThreadedServer
-from tests.verify.conftest import AUDIENCE, ISSUER, LEEWAY, TTL, Forge, JwksEndpoint, b64, make_service, start, unsigned
+from tests.verify.conftest import (
+    AUDIENCE,
+    ISSUER,
+    LEEWAY,
+    TTL,
+    Forge,
+    JwksEndpoint,
+    b64,
+    make_service,
+    start,
+    unsigned,
+)
 
 
 @pytest.fixture
@@ -116,6 +130,53 @@ def tampered_signature(forge: Forge) -> str:
     return token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
 
 
+def segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+def raw_signature(token: str) -> bytes:
+    return base64.urlsafe_b64decode(segments(token)[2] + "==")
+
+
+def with_signature(token: str, signature: bytes) -> str:
+    return token.rsplit(".", 1)[0] + "." + b64(signature)
+
+
+def padded(forge: Forge, index: int) -> str:
+    """Padding on one segment; a padded payload is signed as padded, so only the spelling is wrong."""
+    parts = segments(forge.token())
+    parts[index] += "=" * (-len(parts[index]) % 4 or 4)
+    return forge.sign_text(".".join(parts[:2])) if index == 1 else ".".join(parts)
+
+
+def respelled_payload(forge: Forge, change: Callable[[str], str]) -> str:
+    """A payload segment changed by `change`, then genuinely signed: the signature holds, the text does not."""
+    header, payload, _ = segments(forge.token())
+    return forge.sign_text(f"{header}.{change(payload)}")
+
+
+def non_canonical_signature(forge: Forge) -> str:
+    """The ES256 signature's last character (of 86) carries 4 spare bits; set one: same bytes, other text."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = forge.token()
+    return token[:-1] + alphabet[alphabet.index(token[-1]) | 1]
+
+
+def der_signature(forge: Forge) -> str:
+    token = forge.token()
+    signature = raw_signature(token)
+    return with_signature(token, encode_dss_signature(int.from_bytes(signature[:32]), int.from_bytes(signature[32:])))
+
+
+def repeated_member(forge: Forge) -> str:
+    header = f'{{"alg":"ES256","kid":"{forge.key.kid}","typ":"at+jwt","alg":"ES256"}}'
+    return forge.signed(header.encode(), forge.claims())
+
+
+def repeated_claim(forge: Forge) -> str:
+    return forge.signed(forge.header(), (json.dumps(forge.claims())[:-1] + ', "sub": "admin"}').encode())
+
+
 CASES: dict[str, tuple[Callable[[Forge, Callable[[str], SigningKey]], str], str]] = {
     "wrong issuer": (lambda f, a: f.token(iss="https://evil.example"), "wrong issuer"),
     "wrong audience": (lambda f, a: f.token(aud="https://other.example"), "wrong audience"),
@@ -155,6 +216,37 @@ CASES: dict[str, tuple[Callable[[Forge, Callable[[str], SigningKey]], str], str]
     "garbage": (lambda f, a: "not.a.jwt", "malformed token"),
     "empty": (lambda f, a: "", "malformed token"),
     "huge": (lambda f, a: "a" * 20_000, "malformed token"),
+    # What the strict decoder refuses that a lenient one would take.
+    "padded header": (lambda f, a: padded(f, 0), "malformed token"),
+    "padded payload": (lambda f, a: padded(f, 1), "malformed token"),
+    "padded signature": (lambda f, a: padded(f, 2), "malformed token"),
+    "standard base64 alphabet": (lambda f, a: respelled_payload(f, lambda p: "+/" + p[2:]), "malformed token"),
+    "line break inside": (lambda f, a: respelled_payload(f, lambda p: p[:8] + "\n" + p[8:]), "malformed token"),
+    "non-ASCII character": (lambda f, a: f.token().replace(".", ".\u00e9", 1), "malformed token"),
+    "non-canonical base64url": (lambda f, a: non_canonical_signature(f), "malformed token"),
+    "two segments": (lambda f, a: f.token().rsplit(".", 1)[0], "malformed token"),
+    "four segments": (lambda f, a: f.token() + ".e30", "malformed token"),
+    "five segments (JWE shape)": (lambda f, a: f.token() + ".e30.e30", "malformed token"),
+    "kid a number": (lambda f, a: f.signed(f.header(kid=7), f.claims()), "no key id"),
+    "typ a list": (lambda f, a: f.token(header=f.header(typ=["at+jwt"])), "not an access token"),
+    "b64 false": (lambda f, a: f.signed(f.header(b64=False, crit=["b64"]), f.claims()), "unsupported token header"),
+    "repeated header member": (lambda f, a: repeated_member(f), "malformed token"),
+    "header in UTF-16": (lambda f, a: f.signed(json.dumps(f.header()).encode("utf-16"), f.claims()),
+                         "malformed token"),
+    "signature one byte short": (lambda f, a: with_signature(f.token(), raw_signature(f.token())[:-1]),
+                                 "bad signature"),
+    "signature with a leading zero": (lambda f, a: with_signature(f.token(), b"\0" + raw_signature(f.token())),
+                                      "bad signature"),
+    "DER signature": (lambda f, a: der_signature(f), "bad signature"),
+    "payload a JSON array": (lambda f, a: f.signed(f.header(), b"[1, 2]"), "malformed token"),
+    "payload in UTF-16": (lambda f, a: f.signed(f.header(), json.dumps(f.claims()).encode("utf-16")),
+                          "malformed token"),
+    "repeated claim": (lambda f, a: repeated_claim(f), "malformed token"),
+    "exp of 1e999": (lambda f, a: f.signed(f.header(), json.dumps(f.claims()).replace('"exp": ', '"exp": 1e999, "x": ')
+                                           .encode()), "malformed token"),
+    "sub a number": (lambda f, a: f.token(sub=7), "malformed sub claim"),
+    "aud list of non-strings": (lambda f, a: f.token(aud=[{"x": 1}, 3, ["y"]]), "wrong audience"),
+    "signed but too long": (lambda f, a: f.token(name="n" * 13_000), "malformed token"),
 }
 
 
@@ -174,6 +266,37 @@ async def test_forgeries_and_misfits_are_rejected(case: str, verifier: BrokerVer
         await verifier.verify(token)
     assert caught.value.reason == str(caught.value)
     assert await verifier.verify(forge.token())  # the verifier still works for a good token
+
+
+async def test_the_high_s_twin_of_a_signature_verifies(verifier: BrokerVerifier, forge: Forge) -> None:
+    """ECDSA signatures are malleable: (r, n - s) is valid too. Accepted, as PyJWT accepts it; revocation
+    never goes by signature bytes (see tests/verify/test_compact.py)."""
+    order = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    token = forge.token()
+    signature = raw_signature(token)
+    twin = with_signature(token, signature[:32] + (order - int.from_bytes(signature[32:])).to_bytes(32, "big"))
+    assert twin != token and await verifier.verify(twin) == await verifier.verify(token)
+
+
+async def test_an_audience_list_may_hold_other_json_values(verifier: BrokerVerifier, forge: Forge) -> None:
+    audiences = [{"x": 1}, ["y"], 3, forge.audience]
+    assert (await verifier.verify(forge.token(aud=audiences)))["aud"] == audiences
+
+
+async def test_a_key_gone_from_the_jwks_stops_verifying_although_its_header_is_cached(
+        tmp_path: Path, serve: list[ThreadedServer]) -> None:
+    create_key(tmp_path, alg="ES256", activate_at=SystemClock().now() - 1, clock=SystemClock(), jwks_max_age=300)
+    ring, service = make_service(tmp_path)
+    endpoint = JwksEndpoint(ring, cache_control="max-age=60")
+    ticks = FrozenClock(1000.0)
+    checker = BrokerVerifier(ISSUER, AUDIENCE, jwks=JwksCache(start(serve, endpoint), clock=ticks.now))
+    token = service.issue(sub="u", sid="s", scope="").token
+    assert (await checker.verify(token))["sub"] == "u"  # header cached, signature check built
+    endpoint.body = b'{"keys": []}'  # the broker no longer publishes the key
+    ticks.advance(61)
+    with pytest.raises(TokenRejected, match="unknown signing key"):
+        await checker.verify(token)
+    await checker.aclose()
 
 
 async def test_leeway_accepts_small_clock_skew(verifier: BrokerVerifier, forge: Forge) -> None:
