@@ -31,11 +31,13 @@ def _number(value: object) -> bool:
 
 
 def _names_audience(aud: object, accepted: str | Collection[str]) -> bool:
-    """Whether the aud claim (a string or a list of them) names an accepted audience."""
-    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if isinstance(accepted, str):
-        return accepted in audiences  # list membership compares by equality: any JSON value is safe here
-    return any(isinstance(candidate, str) and candidate in accepted for candidate in audiences)
+    """Whether the aud claim names an accepted audience; it must be a string or a list of strings only
+    (RFC 7519 4.1.3), anything else names none."""
+    if isinstance(aud, str):
+        return aud == accepted if isinstance(accepted, str) else aud in accepted
+    if not isinstance(aud, list) or not all(isinstance(candidate, str) for candidate in aud):
+        return False
+    return accepted in aud if isinstance(accepted, str) else any(candidate in accepted for candidate in aud)
 
 
 class TokenService:
@@ -181,7 +183,7 @@ class TokenService:
             raise InvalidToken("token has no events claim")
         if claims.get("iss") != self._issuer:
             raise InvalidToken("wrong issuer")
-        if audience not in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []):
+        if not _names_audience(aud, audience):
             raise InvalidToken("wrong audience")
         if not _number(iat) or not isinstance(iat, int | float) or iat > self._clock.now() + self._leeway:
             raise InvalidToken("token has a missing or future iat claim")

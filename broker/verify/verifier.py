@@ -110,8 +110,9 @@ class BrokerVerifier:
         if claims["iss"] != self.issuer:
             raise TokenRejected("wrong issuer")
         aud = claims["aud"]
+        # A string or a list of strings only (RFC 7519 4.1.3); a list with anything else names no audience.
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if self.audience not in audiences:
+        if self.audience not in audiences or not all(isinstance(name, str) for name in audiences):
             raise TokenRejected("wrong audience")
         exp, iat = _time_claim(claims, "exp"), _time_claim(claims, "iat")
         nbf = _time_claim(claims, "nbf") if "nbf" in claims else None
