@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection, Mapping
+from typing import TypeGuard
 
 import jwt
 
@@ -26,7 +27,7 @@ _REQUIRED = frozenset(REQUIRED_CLAIMS)
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -98,8 +99,9 @@ class TokenService:
         (only the header's parse is cached), so a key leaving the JWKS stops verifying at once. The
         signature is checked before the payload is decoded: of what nobody signed, only the header is parsed."""
         try:
-            parts = compact.split(token, max_length=MAX_TOKEN_LENGTH)
-            header = self._headers.header(parts.header)
+            signing_input, header_segment, payload_segment, signature_segment = compact.split(
+                token, max_length=MAX_TOKEN_LENGTH)
+            header = self._headers.header(header_segment)
         except MalformedToken:
             raise InvalidToken("malformed token") from None
         if header.extended:
@@ -114,13 +116,13 @@ class TokenService:
         if header.typ not in types:
             raise InvalidToken(wrong_type)
         try:
-            signature = compact.b64url_decode(parts.signature)
+            signature = compact.b64url_decode(signature_segment)
         except MalformedToken:
             raise InvalidToken("malformed token") from None
-        if not self._checks.check_for(key)(parts.signing_input, signature):
+        if not self._checks.check_for(key)(signing_input, signature):
             raise InvalidToken("bad signature or malformed token")
         try:
-            return compact.json_object(parts.payload)
+            return compact.json_object(payload_segment)
         except MalformedToken:
             raise InvalidToken("malformed token") from None
 
@@ -137,7 +139,6 @@ class TokenService:
         exp, nbf, iat = claims["exp"], claims["nbf"], claims["iat"]
         if not (_number(exp) and _number(nbf) and _number(iat)):
             raise InvalidToken("token has a malformed time claim")
-        assert isinstance(exp, int | float) and isinstance(nbf, int | float) and isinstance(iat, int | float)
         now = self._clock.now()
         if now >= exp + self._leeway:
             raise InvalidToken("token expired")

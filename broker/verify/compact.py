@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -31,8 +31,9 @@ PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublic
 # (signing input, raw signature) -> whether the signature is good.
 SignatureCheck = Callable[[bytes, bytes], bool]
 
-_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_TO_STANDARD_ALPHABET = bytes.maketrans(b"-_", b"+/")
+# base64url's two own characters become the standard alphabet's; the standard alphabet's own two and padding
+# become "!", which the strict standard decoder refuses like every other foreign byte.
+_TO_STANDARD_ALPHABET = bytes.maketrans(b"-_+/=", b"+/!!!")
 # A segment of length 4n+2 (4n+3) ends in a character carrying 4 (2) bits past the data; canonical encoders
 # leave them zero, so only these characters may end it. Length 4n+1 never encodes whole bytes.
 _CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
@@ -44,15 +45,6 @@ HEADER_CACHE_SIZE = 64
 
 class MalformedToken(ValueError):
     """Not a well-formed compact JWS (the reason is for logs and tests, not for callers to branch on)."""
-
-
-class TokenParts(NamedTuple):
-    """A token split at its two dots; `signing_input` is header.payload, the bytes the signature covers."""
-
-    signing_input: bytes
-    header: bytes
-    payload: bytes
-    signature: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +68,10 @@ class PublishedKey(Protocol):
     def public_key(self) -> PublicKey: ...
 
 
-def split(token: object, *, max_length: int) -> TokenParts:
-    """The three segments of a compact JWS of at most max_length ASCII characters (each segment is checked
-    for the base64url alphabet when it is decoded)."""
+def split(token: object, *, max_length: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """(signing input, header, payload, signature) of a compact JWS of at most max_length ASCII characters;
+    the signing input is header.payload, the bytes the signature covers. Each segment is checked for the
+    base64url alphabet when it is decoded."""
     if not isinstance(token, str) or not token or len(token) > max_length:
         raise MalformedToken("not a token string of an acceptable length")
     try:
@@ -89,20 +82,20 @@ def split(token: object, *, max_length: int) -> TokenParts:
     header, dot, payload = signing_input.partition(b".")
     if not dot or b"." in payload:
         raise MalformedToken("not three segments")
-    return TokenParts(signing_input, header, payload, signature)
+    return signing_input, header, payload, signature
 
 
 def b64url_decode(segment: bytes) -> bytes:
     """Strict base64url: the alphabet only (no padding, no whitespace), canonical final character."""
-    # One pass in C: anything left once the alphabet is deleted is foreign.
-    if segment.translate(None, _BASE64URL):
-        raise MalformedToken("characters outside base64url")
     remainder = len(segment) % 4
     if remainder:
         allowed = _CANONICAL_LAST.get(remainder)
         if allowed is None or segment[-1] not in allowed:
             raise MalformedToken("not canonical base64url")
-    return binascii.a2b_base64(segment.translate(_TO_STANDARD_ALPHABET) + _PADDING[remainder])
+    try:
+        return binascii.a2b_base64(segment.translate(_TO_STANDARD_ALPHABET) + _PADDING[remainder], strict_mode=True)
+    except binascii.Error:
+        raise MalformedToken("characters outside base64url") from None
 
 
 def _reject_constant(name: str) -> Any:
@@ -130,12 +123,14 @@ _JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_float=_finite_
 
 
 def json_object(segment: bytes) -> dict[str, Any]:
-    """A segment's JSON object (strict base64url, UTF-8, no repeated members, no NaN or Infinity)."""
+    """A segment's JSON object (strict base64url, UTF-8, no repeated members, no NaN or Infinity), with
+    nothing before or after it, not even whitespace (no encoder of JWTs writes any)."""
     try:
-        value = _JSON.decode(b64url_decode(segment).decode("utf-8"))
+        text = b64url_decode(segment).decode("utf-8")
+        value, end = _JSON.raw_decode(text)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise MalformedToken("not a JSON object") from None
-    if not isinstance(value, dict):
+    if end != len(text) or not isinstance(value, dict):
         raise MalformedToken("not a JSON object")
     return value
 

@@ -64,8 +64,9 @@ class BrokerVerifier:
         Only the header's parse is cached (by its bytes); the key is asked of the JWKS cache every time, and
         the signature is checked before the payload is decoded."""
         try:
-            parts = compact.split(token, max_length=MAX_TOKEN_LENGTH)
-            header = self._headers.header(parts.header)
+            signing_input, header_segment, payload_segment, signature_segment = compact.split(
+                token, max_length=MAX_TOKEN_LENGTH)
+            header = self._headers.header(header_segment)
         except MalformedToken:
             raise TokenRejected("malformed token") from None
         if header.extended:
@@ -83,13 +84,13 @@ class BrokerVerifier:
         if key.alg != alg or key.alg not in self.algorithms:
             raise TokenRejected("algorithm not allowed for this key")
         try:
-            signature = compact.b64url_decode(parts.signature)
+            signature = compact.b64url_decode(signature_segment)
         except MalformedToken:
             raise TokenRejected("malformed token") from None
-        if not self._checks.check_for(key)(parts.signing_input, signature):
+        if not self._checks.check_for(key)(signing_input, signature):
             raise TokenRejected("bad signature")
         try:
-            claims: Claims = compact.json_object(parts.payload)
+            claims: Claims = compact.json_object(payload_segment)
         except MalformedToken:
             raise TokenRejected("malformed token") from None
         expires = self._check_claims(claims)

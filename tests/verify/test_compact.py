@@ -41,10 +41,10 @@ def rsa_key() -> rsa.RSAPrivateKey:
 # --- splitting ---------------------------------------------------------------------------------------------
 
 
-def test_split_gives_the_segments_and_the_signed_bytes() -> None:
-    parts = compact.split("aGVhZGVy.cGF5bG9hZA.c2ln", max_length=100)
-    assert parts == (b"aGVhZGVy.cGF5bG9hZA", b"aGVhZGVy", b"cGF5bG9hZA", b"c2ln")
-    assert parts.signing_input == parts.header + b"." + parts.payload
+def test_split_gives_the_signed_bytes_and_the_segments() -> None:
+    signing_input, header, payload, signature = compact.split("aGVhZGVy.cGF5bG9hZA.c2ln", max_length=100)
+    assert (header, payload, signature) == (b"aGVhZGVy", b"cGF5bG9hZA", b"c2ln")
+    assert signing_input == header + b"." + payload
 
 
 @pytest.mark.parametrize("token", [None, b"a.b.c", 7, "", "a.b", "abc", "a.b.c.d", "a..b.c", "a.b.c."])
@@ -131,6 +131,7 @@ def test_json_object_returns_the_members() -> None:
 
 @pytest.mark.parametrize("text", [
     "[]", "null", "1", '"x"', "", " ", "{", "{}x", '{"a":1}{"b":2}',  # not one object
+    " {}", "{} ", "{}\n", "\t{}",  # whitespace around it: no JWT encoder writes any
     '{"a":1,"a":2}', '{"a":{"b":1,"b":1}}', '{"alg":"ES256","alg":"none"}',  # repeated names
     '{"exp":NaN}', '{"exp":Infinity}', '{"exp":-Infinity}', '{"exp":1e999}', '{"exp":-1e400}',  # no floats beyond
     "\ufeff{}",  # a byte order mark
