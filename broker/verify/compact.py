@@ -9,13 +9,14 @@ Strictness, beyond what a lenient decoder would accept (RFC 7515 section 2 and a
 - the unused low bits of a segment's last character are zero (one encoding per byte string, so a token
   cannot be altered without changing what it decodes to);
 - the header and the payload are UTF-8 JSON objects without repeated member names, NaN, Infinity or numbers
-  too large for a float;
+  too large for a float, and with nothing around them;
 - signatures have the exact length of their algorithm (ES256 is raw r||s, 64 bytes, never DER).
 """
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -158,7 +159,9 @@ class HeaderCache:
         if found is None:
             found = parse_header(segment)  # a header that does not parse is never cached
             if len(self._headers) >= self._size:
-                self._headers.pop(next(iter(self._headers), b""), None)
+                # Another thread may change the dict between iter and next: then there is nothing to evict.
+                with contextlib.suppress(StopIteration, RuntimeError):
+                    self._headers.pop(next(iter(self._headers)), None)
             self._headers[segment] = found
         return found
 
