@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection, Mapping
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -12,8 +12,14 @@ from broker.clock import Clock
 from broker.domain import IssuedToken
 from broker.errors import InvalidToken
 from broker.signing.keyring import KeyRing
-from broker.verify import compact
-from broker.verify.compact import MalformedToken
+from broker.verify.compact import (
+    HeaderCache,
+    MalformedToken,
+    SignatureChecks,
+    b64url_decode,
+    signed_json_object,
+    split,
+)
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a password)
 _ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -27,8 +33,12 @@ _REQUIRED = frozenset(REQUIRED_CLAIMS)
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
+# JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
+_NUMBERS = (int, float)
+
+
 def _number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) in _NUMBERS
 
 
 def _names_audience(aud: object, accepted: str | Collection[str]) -> bool:
@@ -55,8 +65,8 @@ class TokenService:
         self._ttl = ttl
         self._leeway = leeway
         self._clock = clock
-        self._headers = compact.HeaderCache()
-        self._checks = compact.SignatureChecks()
+        self._headers = HeaderCache()
+        self._checks = SignatureChecks()
 
     def __repr__(self) -> str:
         return f"TokenService(issuer={self._issuer!r}, audience={self._audience!r}, ttl={self._ttl})"
@@ -99,7 +109,7 @@ class TokenService:
         (only the header's parse is cached), so a key leaving the JWKS stops verifying at once. The
         signature is checked before the payload is decoded: of what nobody signed, only the header is parsed."""
         try:
-            signing_input, header_segment, payload_segment, signature_segment = compact.split(
+            signing_input, header_segment, payload_segment, signature_segment = split(
                 token, max_length=MAX_TOKEN_LENGTH)
             header = self._headers.header(header_segment)
         except MalformedToken:
@@ -116,13 +126,13 @@ class TokenService:
         if header.typ not in types:
             raise InvalidToken(wrong_type)
         try:
-            signature = compact.b64url_decode(signature_segment)
+            signature = b64url_decode(signature_segment)
         except MalformedToken:
             raise InvalidToken("malformed token") from None
         if not self._checks.check_for(key)(signing_input, signature):
             raise InvalidToken("bad signature or malformed token")
         try:
-            return compact.json_object(payload_segment)
+            return signed_json_object(payload_segment)
         except MalformedToken:
             raise InvalidToken("malformed token") from None
 
@@ -130,14 +140,16 @@ class TokenService:
         if not claims.keys() >= _REQUIRED:  # one set comparison; the loop only names what is missing
             missing = next(name for name in REQUIRED_CLAIMS if name not in claims)
             raise InvalidToken(f"token has no {missing} claim")
-        for name in ("sub", "jti", "sid"):
-            value = claims[name]
-            if not isinstance(value, str) or not value:
-                raise InvalidToken(f"token has a malformed {name} claim")
+        sub, jti, sid = claims["sub"], claims["jti"], claims["sid"]
+        if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti and isinstance(sid, str) and sid):
+            bad = next(name for name in ("sub", "jti", "sid") if not claims[name] or not isinstance(claims[name], str))
+            raise InvalidToken(f"token has a malformed {bad} claim")
         if not isinstance(claims["scope"], str):
             raise InvalidToken("token has a malformed scope claim")
-        exp, nbf, iat = claims["exp"], claims["nbf"], claims["iat"]
-        if not (_number(exp) and _number(nbf) and _number(iat)):
+        exp: Any = claims["exp"]  # Any: checked to be an int or a float on the next line
+        nbf: Any = claims["nbf"]
+        iat: Any = claims["iat"]
+        if type(exp) not in _NUMBERS or type(nbf) not in _NUMBERS or type(iat) not in _NUMBERS:
             raise InvalidToken("token has a malformed time claim")
         now = self._clock.now()
         if now >= exp + self._leeway:
@@ -186,7 +198,7 @@ class TokenService:
             raise InvalidToken("wrong issuer")
         if not _names_audience(aud, audience):
             raise InvalidToken("wrong audience")
-        if not _number(iat) or not isinstance(iat, int | float) or iat > self._clock.now() + self._leeway:
+        if not _number(iat) or iat > self._clock.now() + self._leeway:
             raise InvalidToken("token has a missing or future iat claim")
         if not isinstance(claims.get("jti"), str) or not claims["jti"]:
             raise InvalidToken("token has no jti claim")

@@ -8,8 +8,10 @@ Strictness, beyond what a lenient decoder would accept (RFC 7515 section 2 and a
 - segments use the base64url alphabet only: no padding, no whitespace, no `+` or `/`;
 - the unused low bits of a segment's last character are zero (one encoding per byte string, so a token
   cannot be altered without changing what it decodes to);
-- the header and the payload are UTF-8 JSON objects without repeated member names, NaN, Infinity or numbers
-  too large for a float, and with nothing around them;
+- the header and the payload are UTF-8 JSON objects without NaN, Infinity or numbers too large for a float,
+  with nothing around them; the header, which anyone can write, also without repeated member names (parsers
+  disagree on which value wins). The payload is read only once its signature holds, so only our own signer
+  could have repeated a member, and it cannot: that check would cost every token time for nothing;
 - signatures have the exact length of their algorithm (ES256 is raw r||s, 64 bytes, never DER).
 """
 
@@ -19,6 +21,7 @@ import binascii
 import contextlib
 import json
 import math
+from binascii import a2b_base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,10 +38,12 @@ SignatureCheck = Callable[[bytes, bytes], bool]
 # base64url's two own characters become the standard alphabet's; the standard alphabet's own two and padding
 # become "!", which the strict standard decoder refuses like every other foreign byte.
 _TO_STANDARD_ALPHABET = bytes.maketrans(b"-_+/=", b"+/!!!")
-# A segment of length 4n+2 (4n+3) ends in a character carrying 4 (2) bits past the data; canonical encoders
-# leave them zero, so only these characters may end it. Length 4n+1 never encodes whole bytes.
-_CANONICAL_LAST = {2: frozenset(b"AQgw"), 3: frozenset(b"AEIMQUYcgkosw048")}
-_PADDING = {0: b"", 2: b"==", 3: b"="}
+# By length modulo 4. A segment of length 4n+2 (4n+3) ends in a character carrying 4 (2) bits past the
+# data; canonical encoders leave them zero, so only these characters may end it. Length 4n+1 never encodes
+# whole bytes: no character may end it.
+_CANONICAL_LAST: tuple[frozenset[int], ...] = (frozenset(), frozenset(), frozenset(b"AQgw"),
+                                               frozenset(b"AEIMQUYcgkosw048"))
+_PADDING = (b"", b"", b"==", b"=")
 # Headers are cached by their raw bytes; a token of ours has one header per key, so this is plenty, and a
 # flood of distinct headers only evicts entries (costing a re-parse), never grows memory.
 HEADER_CACHE_SIZE = 64
@@ -89,12 +94,10 @@ def split(token: object, *, max_length: int) -> tuple[bytes, bytes, bytes, bytes
 def b64url_decode(segment: bytes) -> bytes:
     """Strict base64url: the alphabet only (no padding, no whitespace), canonical final character."""
     remainder = len(segment) % 4
-    if remainder:
-        allowed = _CANONICAL_LAST.get(remainder)
-        if allowed is None or segment[-1] not in allowed:
-            raise MalformedToken("not canonical base64url")
+    if remainder and segment[-1] not in _CANONICAL_LAST[remainder]:
+        raise MalformedToken("not canonical base64url")
     try:
-        return binascii.a2b_base64(segment.translate(_TO_STANDARD_ALPHABET) + _PADDING[remainder], strict_mode=True)
+        return a2b_base64(segment.translate(_TO_STANDARD_ALPHABET) + _PADDING[remainder], strict_mode=True)
     except binascii.Error:
         raise MalformedToken("characters outside base64url") from None
 
@@ -119,21 +122,32 @@ def _finite_float(text: str) -> float:
 
 
 # Integers do not pass through parse_float, so a token of ours (integer times) pays nothing for it.
-_JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_float=_finite_float,
-                         parse_constant=_reject_constant)
+_SIGNED_JSON = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
+_UNSIGNED_JSON = json.JSONDecoder(object_pairs_hook=_unique_members, parse_float=_finite_float,
+                                  parse_constant=_reject_constant)
+
+
+def _json_object(segment: bytes, decoder: json.JSONDecoder) -> dict[str, Any]:
+    try:
+        text = b64url_decode(segment).decode("utf-8")
+        value, end = decoder.raw_decode(text)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        raise MalformedToken("not a JSON object") from None
+    if end != len(text) or not isinstance(value, dict):  # nothing around it, not even whitespace
+        raise MalformedToken("not a JSON object")
+    return value
 
 
 def json_object(segment: bytes) -> dict[str, Any]:
-    """A segment's JSON object (strict base64url, UTF-8, no repeated members, no NaN or Infinity), with
-    nothing before or after it, not even whitespace (no encoder of JWTs writes any)."""
-    try:
-        text = b64url_decode(segment).decode("utf-8")
-        value, end = _JSON.raw_decode(text)
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
-        raise MalformedToken("not a JSON object") from None
-    if end != len(text) or not isinstance(value, dict):
-        raise MalformedToken("not a JSON object")
-    return value
+    """The JSON object of a segment nobody has vouched for yet (a header): strict base64url, UTF-8, no
+    repeated members, no NaN, Infinity or out-of-range numbers, nothing before or after it."""
+    return _json_object(segment, _UNSIGNED_JSON)
+
+
+def signed_json_object(segment: bytes) -> dict[str, Any]:
+    """The JSON object of a segment whose signature has been checked (the payload): as json_object, but
+    repeated members are not looked for (see the module's docstring)."""
+    return _json_object(segment, _SIGNED_JSON)
 
 
 def parse_header(segment: bytes) -> JoseHeader:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from broker.verify import compact
-from broker.verify.compact import MalformedToken
+from broker.verify.compact import (
+    HeaderCache,
+    MalformedToken,
+    SignatureChecks,
+    b64url_decode,
+    signed_json_object,
+    split,
+)
 from broker.verify.errors import TokenRejected
 from broker.verify.introspection import Introspection
 from broker.verify.jwks import JwksCache
@@ -19,11 +26,16 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
+_REQUIRED = frozenset(REQUIRED_CLAIMS)
+# JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
+_NUMBERS = (int, float)
+
+
 def _time_claim(claims: Claims, name: str) -> float:
-    value = claims.get(name)
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    value: Any = claims.get(name)  # Any: checked to be an int or a float on the next line
+    if type(value) not in _NUMBERS:
         raise TokenRejected(f"token has a malformed {name} claim")
-    return float(value)
+    return value  # type: ignore[no-any-return]
 
 
 class BrokerVerifier:
@@ -52,8 +64,8 @@ class BrokerVerifier:
         self.introspection = introspection
         self._leeway = leeway
         self._now = now
-        self._headers = compact.HeaderCache()
-        self._checks = compact.SignatureChecks()
+        self._headers = HeaderCache()
+        self._checks = SignatureChecks()
 
     def __repr__(self) -> str:
         return f"BrokerVerifier(issuer={self.issuer!r}, audience={self.audience!r})"
@@ -64,7 +76,7 @@ class BrokerVerifier:
         Only the header's parse is cached (by its bytes); the key is asked of the JWKS cache every time, and
         the signature is checked before the payload is decoded."""
         try:
-            signing_input, header_segment, payload_segment, signature_segment = compact.split(
+            signing_input, header_segment, payload_segment, signature_segment = split(
                 token, max_length=MAX_TOKEN_LENGTH)
             header = self._headers.header(header_segment)
         except MalformedToken:
@@ -84,13 +96,13 @@ class BrokerVerifier:
         if key.alg != alg or key.alg not in self.algorithms:
             raise TokenRejected("algorithm not allowed for this key")
         try:
-            signature = compact.b64url_decode(signature_segment)
+            signature = b64url_decode(signature_segment)
         except MalformedToken:
             raise TokenRejected("malformed token") from None
         if not self._checks.check_for(key)(signing_input, signature):
             raise TokenRejected("bad signature")
         try:
-            claims: Claims = compact.json_object(payload_segment)
+            claims: Claims = signed_json_object(payload_segment)
         except MalformedToken:
             raise TokenRejected("malformed token") from None
         expires = self._check_claims(claims)
@@ -102,18 +114,19 @@ class BrokerVerifier:
 
     def _check_claims(self, claims: Claims) -> float:
         """Raises TokenRejected unless the claims fit; returns exp."""
-        for name in REQUIRED_CLAIMS:
-            if name not in claims:
-                raise TokenRejected(f"token has no {name} claim")
-        for name in ("sub", "jti"):
-            if not isinstance(claims[name], str) or not claims[name]:
-                raise TokenRejected(f"token has a malformed {name} claim")
+        if not claims.keys() >= _REQUIRED:  # one set comparison; the loop only names what is missing
+            missing = next(name for name in REQUIRED_CLAIMS if name not in claims)
+            raise TokenRejected(f"token has no {missing} claim")
+        sub, jti = claims["sub"], claims["jti"]
+        if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti):
+            bad = "sub" if not (isinstance(sub, str) and sub) else "jti"
+            raise TokenRejected(f"token has a malformed {bad} claim")
         if claims["iss"] != self.issuer:
             raise TokenRejected("wrong issuer")
         aud = claims["aud"]
         # A string or a list of strings only (RFC 7519 4.1.3); a list with anything else names no audience.
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if self.audience not in audiences or not all(isinstance(name, str) for name in audiences):
+        if not (aud == self.audience if isinstance(aud, str) else isinstance(aud, list) and self.audience in aud
+                and all(isinstance(name, str) for name in aud)):
             raise TokenRejected("wrong audience")
         exp, iat = _time_claim(claims, "exp"), _time_claim(claims, "iat")
         nbf = _time_claim(claims, "nbf") if "nbf" in claims else None

@@ -139,6 +139,18 @@ def test_json_object_returns_the_members() -> None:
 def test_json_object_refuses(text: str) -> None:
     with pytest.raises(MalformedToken, match="JSON object"):
         compact.json_object(b64(text.encode()).encode())
+    if '"a":1,"a"' not in text and '"b":1,"b"' not in text and '"alg":"ES256","alg"' not in text:
+        with pytest.raises(MalformedToken, match="JSON object"):
+            compact.signed_json_object(b64(text.encode()).encode())
+
+
+def test_repeated_members_are_looked_for_only_where_nobody_vouched_for_the_bytes() -> None:
+    """A header is anyone's text; a payload is read only under a good signature, and only the broker's
+    signer (which writes a dict, so never a repeated member) makes those."""
+    repeated = b64(b'{"sub":"a","sub":"b"}').encode()
+    with pytest.raises(MalformedToken):
+        compact.json_object(repeated)
+    assert compact.signed_json_object(repeated) == {"sub": "b"}  # as json and PyJWT read it
 
 
 def test_json_must_be_utf8() -> None:
@@ -147,6 +159,8 @@ def test_json_must_be_utf8() -> None:
     for raw in (utf16, '{"sub":"x"}'.encode("utf-32"), b'{"sub":"\xff"}', b'{"sub":"\xc3"}'):
         with pytest.raises(MalformedToken):
             compact.json_object(b64(raw).encode())
+        with pytest.raises(MalformedToken):
+            compact.signed_json_object(b64(raw).encode())
 
 
 def test_deep_nesting_is_malformed_not_a_crash() -> None:
