@@ -238,6 +238,16 @@ def test_es256_takes_raw_r_and_s_only() -> None:
     assert not check(b"input", b"")
 
 
+@settings(max_examples=500, deadline=None, database=None)
+@given(st.binary(min_size=64, max_size=64) | st.sampled_from([
+    bytes(64), b"\x80" + bytes(63), bytes(31) + b"\x80" + bytes(32), bytes(32) + b"\x7f" + b"\xff" * 31,
+    b"\x00\x80" + bytes(62), bytes(63) + b"\x01", b"\xff" * 64, bytes(32) + b"\x00" * 31 + b"\x80"]))
+def test_raw_to_der_is_what_cryptography_encodes(signature: bytes) -> None:
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    assert compact.raw_to_der(signature) == encode_dss_signature(r, s)
+    assert decode_dss_signature(compact.raw_to_der(signature)) == (r, s)
+
+
 def test_es256_high_s_twin_is_accepted_like_pyjwt_does() -> None:
     """(r, n - s) is as valid as (r, s). Tokens are never identified by their signature bytes here
     (revocation goes by jti, sid and sub), and refusing high S would refuse about half of the tokens other
