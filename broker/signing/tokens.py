@@ -31,8 +31,6 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scop
 _REQUIRED = frozenset(REQUIRED_CLAIMS)
 # Far above any token we issue; stops a huge header from costing a base64 and JSON parse.
 MAX_TOKEN_LENGTH = 16 * 1024
-
-
 # JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
 _NUMBERS = (int, float)
 

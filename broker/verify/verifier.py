@@ -23,10 +23,8 @@ Claims = dict[str, object]
 
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
-MAX_TOKEN_LENGTH = 16 * 1024
-
-
 _REQUIRED = frozenset(REQUIRED_CLAIMS)
+MAX_TOKEN_LENGTH = 16 * 1024
 # JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
 _NUMBERS = (int, float)
 
