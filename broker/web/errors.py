@@ -44,6 +44,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     response = json_error(error) if exc.status_code in (404, 405) else await broker_error(request, error)
     if exc.headers:
         response.headers.update(exc.headers)
+    if "allow" in response.headers:
+        # Starlette lists a route's methods in set order, which changes with the hash seed: one stable order.
+        methods = sorted(method.strip() for method in response.headers["allow"].split(","))
+        response.headers["allow"] = ", ".join(methods)
     return response
 
 
