@@ -297,13 +297,16 @@ async def test_a_refresh_slower_than_its_caller_is_stored_when_tiktok_answers(wo
 async def test_a_live_holder_keeps_its_lease_through_a_refresh_longer_than_the_lease(world: World) -> None:
     linked = await world.link()
     near_expiry(world, linked)
-    world.tiktok.set_fault("token", "latency", latency_ms=900, count=1)
-    holder = world.replica(lease_ttl=0.3)
+    # TikTok takes 2.5 leases to answer. The lease is long enough that a host stall (up to ~0.6 s here) does not
+    # delay a renewal (every 0.4 s) past the lease's end, which would let a waiter take over: that is the
+    # crash case, tested elsewhere.
+    world.tiktok.set_fault("token", "latency", latency_ms=3000, count=1)
+    holder = world.replica(lease_ttl=1.2)
     first = asyncio.create_task(holder.fresh(UID))
-    await asyncio.sleep(0.1)  # the holder has the lease and is waiting for TikTok
-    others = await asyncio.gather(*(world.replica(lease_ttl=0.3, wait_timeout=5).fresh(UID) for _ in range(3)))
+    await asyncio.sleep(0.2)  # the holder has the lease and is waiting for TikTok
+    others = await asyncio.gather(*(world.replica(lease_ttl=1.2, wait_timeout=8).fresh(UID) for _ in range(3)))
     assert {r.access_token for r in others} == {(await first).access_token}
-    assert len(world.refresh_calls()) == 1  # renewed three times over: nobody presented the token a second time
+    assert len(world.refresh_calls()) == 1  # renewed over and over: nobody presented the token a second time
     assert world.live_refresh_tokens() == [others[0].refresh_token]
 
 
