@@ -99,7 +99,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     keyring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                       jwks_max_age=settings.jwks_max_age)
     tokens = TokenService(keyring, issuer=settings.issuer, audience=settings.token_audience,
-                          ttl=settings.access_token_ttl, leeway=settings.jwt_leeway, clock=clock)
+                          ttl=settings.access_token_ttl, leeway=settings.jwt_leeway, clock=clock,
+                          verified_cache_size=settings.local_cache_size)
     upstream = provider or create_provider(
         "tiktok", http_client=http, client_key=settings.tiktok_client_key,
         client_secret=settings.tiktok_client_secret.reveal(), authorize_url=settings.tiktok_authorize_url,

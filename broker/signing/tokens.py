@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from typing import Any, TypeGuard
 
@@ -31,6 +32,7 @@ REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scop
 _REQUIRED = frozenset(REQUIRED_CLAIMS)
 # Far above any token we issue; stops a huge header from costing a base64 and JSON parse.
 MAX_TOKEN_LENGTH = 16 * 1024
+VERIFIED_CACHE_SIZE = 10_000
 # JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
 _NUMBERS = (int, float)
 
@@ -53,7 +55,7 @@ class TokenService:
     """Signs and verifies the broker's access JWTs; the clock, not the host's time, decides validity."""
 
     def __init__(self, keyring: KeyRing, *, issuer: str, audience: str, ttl: int, leeway: int,
-                 clock: Clock) -> None:
+                 clock: Clock, verified_cache_size: int = VERIFIED_CACHE_SIZE) -> None:
         if not 0 < ttl <= keyring.max_token_lifetime:
             # A token outliving the key ring's retention would outlive its key in the JWKS.
             raise ValueError(f"ttl {ttl} must be between 1 and the key ring's max_token_lifetime")
@@ -65,6 +67,10 @@ class TokenService:
         self._clock = clock
         self._headers = HeaderCache()
         self._checks = SignatureChecks()
+        # Access tokens whose signature this process has checked: a gateway sees the same token many times in
+        # its few minutes of life. Each use still checks the claims (expiry, audience) and the key.
+        self._verified: OrderedDict[str, tuple[str, dict[str, object]]] = OrderedDict()
+        self._verified_size = verified_cache_size
 
     def __repr__(self) -> str:
         return f"TokenService(issuer={self._issuer!r}, audience={self._audience!r}, ttl={self._ttl})"
@@ -95,12 +101,24 @@ class TokenService:
         """The claims of a valid access token; InvalidToken (with a short reason) for anything else.
 
         `audience`: the one expected (default: the service's), or several of which the token must name one."""
-        claims = self._signed_claims(token, _ACCEPTED_TYPES, "not an access token")
+        verified = self._verified.get(token)
+        # A token seen before skips the signature, not the key: its key must still be one we verify with.
+        if verified is not None and self._keyring.verification_key(verified[0]) is not None:
+            self._verified.move_to_end(token)
+            claims = verified[1]
+            self._check_claims(claims, audience or self._audience)
+            return dict(claims)
+        claims, kid = self._signed_claims(token, _ACCEPTED_TYPES, "not an access token")
         self._check_claims(claims, audience or self._audience)
+        if self._verified_size:
+            self._verified[token] = (kid, dict(claims))
+            if len(self._verified) > self._verified_size:
+                self._verified.popitem(last=False)
         return claims
 
-    def _signed_claims(self, token: str, types: Collection[str], wrong_type: str) -> dict[str, object]:
-        """The payload of a token signed by one of our published keys, with a `typ` among `types`.
+    def _signed_claims(self, token: str, types: Collection[str], wrong_type: str) -> tuple[dict[str, object], str]:
+        """The payload of a token signed by one of our published keys, with a `typ` among `types`, and the key's
+        id.
 
         The key comes from our own key ring, by kid only (jku, x5u, jwk and x5c are never read), and decides
         the algorithm: the header only has to agree with it. The key is asked of the key ring on every call
@@ -130,7 +148,7 @@ class TokenService:
         if not self._checks.check_for(key)(signing_input, signature):
             raise InvalidToken("bad signature or malformed token")
         try:
-            return signed_json_object(payload_segment)
+            return signed_json_object(payload_segment), header.kid
         except MalformedToken:
             raise InvalidToken("malformed token") from None
 
@@ -187,7 +205,7 @@ class TokenService:
     def verify_event(self, token: str, *, audience: str) -> dict[str, object]:
         """The claims of a valid Security Event Token from this broker (what a receiver checks); InvalidToken
         for anything else, access tokens included."""
-        claims = self._signed_claims(token, _EVENT_TYPES, "not a security event token")
+        claims, _ = self._signed_claims(token, _EVENT_TYPES, "not a security event token")
         events, aud, iat = claims.get("events"), claims.get("aud"), claims.get("iat")
         # A nonce would let an ID token pass for an event (the back-channel logout rule).
         if "nonce" in claims or not isinstance(events, dict) or not events:
