@@ -75,6 +75,15 @@ class KeySpace:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
         return f"{self.denylist_prefix()}sub:{digest(user_id)}"
 
+    def revoke_queue(self) -> str:
+        """TikTok revocations waiting for another attempt (sorted set: item id → next attempt). The `{revoke}` tag
+        puts it and its items in one Cluster slot, so an item and its place in the queue are written together."""
+        return f"{self.prefix}{{revoke}}:queue"
+
+    def revoke_item(self, item_id: str) -> str:
+        """One waiting revocation: the sealed grant, named by a random id only (no user id, no open_id)."""
+        return f"{self.prefix}{{revoke}}:item:{item_id}"
+
     def readiness_probe(self) -> str:
         return f"{self.prefix}readyz"
 

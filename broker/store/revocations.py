@@ -2,7 +2,8 @@
 
 Items name no user (no user id, no open_id): a revocation left over from a deleted account must not keep a
 trace of who it was. Each item is the sealed grant under its own key (TTL: until the grant could no longer be
-used anyway) plus a member of a sorted set scored by the next attempt time.
+used anyway) plus a member of a sorted set scored by the next attempt time. Both share the `{revoke}` hash tag,
+so the MULTIs below that write an item and its place in the queue stay in one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ class RevocationQueue:
 
     @property
     def queue_key(self) -> str:
-        return f"{self.keys.prefix}revoke:queue"
+        return self.keys.revoke_queue()
 
     def item_key(self, item_id: str) -> str:
-        return f"{self.keys.prefix}revoke:item:{item_id}"
+        return self.keys.revoke_item(item_id)
 
     async def enqueue(self, tokens: ProviderTokens, *, next_at: float, now: float) -> str:
         item_id = secrets.token_urlsafe(16)
