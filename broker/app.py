@@ -46,7 +46,7 @@ from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
 from broker.store.ratelimit import RateLimiter
 from broker.store.records import Records
-from broker.store.redis import RedisClient, create_redis
+from broker.store.redis import RedisClient, create_redis, follow_failovers
 from broker.store.revocations import RevocationQueue
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.tracking import InvalidationListener, tracked_prefixes, tracking_connector
@@ -161,7 +161,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Work that runs beside the requests. Every loop is safe to run on every replica at once: each claims
         # its items in Redis (or, for keys, through an exclusive file) before acting.
-        jobs: list[Coroutine[Any, Any, None]] = [revoker.run(), events.run_delivery()]
+        jobs: list[Coroutine[Any, Any, None]] = [revoker.run(), events.run_delivery(), follow_failovers(redis_client)]
         if rotator is not None:
             jobs.append(rotator.run_forever())
         if listener is not None:

@@ -2,35 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import exceptions as redis_exceptions
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
-__all__ = ["RedisClient", "WatchError", "create_redis", "parse_redis_url", "ping", "translated_errors"]
+from broker.errors import StoreUnavailable
+from broker.store.redis_url import RedisTarget, parse_redis_url
 
-from broker.errors import ConfigError, StoreUnavailable
+__all__ = ["RedisClient", "RedisTarget", "WatchError", "create_redis", "follow_failovers", "parse_redis_url",
+           "ping", "translated_errors"]
+
+log = logging.getLogger("broker.store.redis")
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
-
-STANDALONE_SCHEMES = ("redis", "rediss", "unix")
-SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 # Fail closed fast: a request that needs Redis should answer 503 within a couple of seconds, not hang.
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
+# How often a Sentinel client asks the Sentinels who the master is, beside the requests (see follow_failovers).
+MASTER_CHECK_INTERVAL = 1.0
 
 # Failures that mean "the store is not reachable right now" (answer 503 and let the client retry).
+# MasterNotFoundError and an AuthenticationError are ConnectionErrors; a replica's READONLY reply reaches us
+# only when a failover is under way, and redis-py's Sentinel connections turn it into a ConnectionError too.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis_exceptions.ConnectionError,
     redis_exceptions.TimeoutError,
@@ -38,85 +43,20 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis_exceptions.ClusterDownError,
     redis_exceptions.TryAgainError,
     redis_exceptions.ReadOnlyError,
-    redis_exceptions.MasterNotFoundError if hasattr(redis_exceptions, "MasterNotFoundError")
-    else redis_exceptions.ConnectionError,
+    redis_exceptions.MasterDownError,
+    redis_exceptions.SlotNotCoveredError,
     OSError,
     TimeoutError,
 )
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """A parsed BROKER_REDIS_URL; the password never appears in its repr."""
-
-    kind: str  # standalone | sentinel | cluster
-    url: str = field(repr=False)
-    hosts: tuple[tuple[str, int], ...] = ()
-    service_name: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    options: dict[str, str] = field(default_factory=dict)
-
-
-def parse_redis_url(url: str) -> RedisTarget:
-    """Understand every supported form; raise ConfigError naming BROKER_REDIS_URL on a bad one.
-
-    redis://[user:pass@]host:port/db, rediss://... (TLS), unix:///path/to.sock,
-    redis+sentinel://[user:pass@]host:port[,host:port...]/service-name[/db] (rediss+sentinel for TLS),
-    redis+cluster://[user:pass@]host:port[,host:port...] (rediss+cluster for TLS).
-    TLS options ride in the query string: ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs.
-    """
-    problem = "BROKER_REDIS_URL: "
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    if scheme in STANDALONE_SCHEMES:
-        if scheme != "unix" and not parts.hostname:
-            raise ConfigError([problem + "needs a host, e.g. redis://127.0.0.1:6379/0"])
-        return RedisTarget("standalone", url, tls=scheme == "rediss", username=username, password=password,
-                           options=options)
-    if scheme not in SENTINEL_SCHEMES + CLUSTER_SCHEMES:
-        raise ConfigError([problem + f"unsupported scheme {scheme!r} (use redis, rediss, unix, "
-                           "redis+sentinel or redis+cluster)"])
-    hosts = _parse_hosts(parts.netloc.rpartition("@")[2], problem)
-    segments = [s for s in parts.path.split("/") if s]
-    if scheme in SENTINEL_SCHEMES:
-        if not segments:
-            raise ConfigError([problem + "a Sentinel URL must name the service: redis+sentinel://h:26379/mymaster"])
-        db = _parse_db(segments[1] if len(segments) > 1 else "0", problem)
-        return RedisTarget("sentinel", url, hosts, segments[0], db, username, password,
-                           scheme.startswith("rediss"), options)
-    return RedisTarget("cluster", url, hosts, "", 0, username, password, scheme.startswith("rediss"), options)
-
-
-def _parse_hosts(netloc: str, problem: str) -> tuple[tuple[str, int], ...]:
-    hosts: list[tuple[str, int]] = []
-    for item in netloc.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError([problem + f"each host needs host:port, got {item!r}"])
-        hosts.append((host.strip("[]"), int(port)))
-    return tuple(hosts)
-
-
-def _parse_db(value: str, problem: str) -> int:
-    if not value.isdigit():
-        raise ConfigError([problem + f"database must be a number, got {value!r}"])
-    return int(value)
+# The same, as replies that redis-py has no class for (or that reach us inside a script or a MULTI). NOREPLICAS:
+# a master with min-replicas-to-write that has lost its replicas (a former master, after a failover) refuses
+# writes. A pipeline names the failed command first: "Command # 1 (SET ...) of pipeline caused error: ...".
+UNAVAILABLE_REPLY = re.compile(r"^(?:Command # \d+ \(.*\) of pipeline caused error: \(?'?)?"
+                               r"(NOREPLICAS|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY)\b", re.DOTALL)
 
 
 def _tls_kwargs(target: RedisTarget) -> dict[str, Any]:
-    if not target.tls:
-        return {}
-    kwargs: dict[str, Any] = {"ssl": True}
-    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
-        if name in target.options:
-            kwargs[name] = target.options[name]
-    return kwargs
+    return {"ssl": True, **target.tls_options} if target.tls else {}
 
 
 def _common_kwargs() -> dict[str, Any]:
@@ -125,27 +65,35 @@ def _common_kwargs() -> dict[str, Any]:
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
         "health_check_interval": 15,
-        # One quick retry covers a connection that Redis closed while idle; more would only delay the 503.
+        # One quick retry covers a connection that Redis closed while idle (or a Sentinel connection to a master
+        # that was just demoted); more would only delay the 503.
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
     }
 
 
 def create_redis(url: str, **overrides: Any) -> RedisClient:
-    """Build (but do not connect) a client for any supported URL; `overrides` replace connection options."""
+    """Build (but do not connect) a client for any supported URL; `overrides` replace connection options (those
+    of the data connections: the Sentinels are always asked with the defaults). Credentials and TLS settings
+    apply to every connection the client opens: to the Sentinels, to whichever node is master, to every Cluster
+    node it discovers later (a replica promoted by a failover included)."""
     target = parse_redis_url(url)
-    kwargs = {**_common_kwargs(), **overrides}
+    kwargs = {**_common_kwargs(), **_tls_kwargs(target), "username": target.username, "password": target.password,
+              **overrides}
     if target.kind == "standalone":
-        return Redis.from_url(url.split("?")[0] if target.tls else url, **kwargs, **_tls_kwargs(target))
-    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+        if target.socket_path:
+            return Redis(unix_socket_path=target.socket_path, db=target.db, **kwargs)
+        host, port = target.hosts[0]
+        return Redis(host=host, port=port, db=target.db, **kwargs)
     if target.kind == "sentinel":
-        sentinel_kwargs = {**auth, **_tls_kwargs(target), "socket_timeout": COMMAND_TIMEOUT}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=sentinel_kwargs, **kwargs, **_tls_kwargs(target), **auth)
-        return cast(Redis, sentinel.master_for(target.service_name, db=target.db))
-    from redis.asyncio.cluster import ClusterNode
-
+        sentinel_kwargs = {**_common_kwargs(), **_tls_kwargs(target), "username": target.sentinel_username,
+                           "password": target.sentinel_password}
+        del sentinel_kwargs["decode_responses"]  # redis-py parses the Sentinels' replies itself
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+                            **kwargs)
+        return cast(Redis, sentinel.master_for(target.service_name, db=target.db,
+                                               connection_pool_class=CurrentMasterPool))
     nodes = [ClusterNode(host, port) for host, port in target.hosts]
-    return RedisCluster(startup_nodes=nodes, **kwargs, **_tls_kwargs(target), **auth)
+    return RedisCluster(startup_nodes=nodes, **kwargs)
 
 
 @contextlib.asynccontextmanager
@@ -155,8 +103,51 @@ async def translated_errors() -> AsyncIterator[None]:
         yield
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(log_detail=f"redis: {type(exc).__name__}") from exc
+    except redis_exceptions.ResponseError as exc:
+        reply = UNAVAILABLE_REPLY.match(str(exc))
+        if reply:
+            raise StoreUnavailable(log_detail=f"redis: {reply.group(1)}") from exc
+        raise
+    except redis_exceptions.RedisClusterException as exc:
+        # The Cluster client wraps "no node reachable" (or "none would let us in") at start-up; its other
+        # complaints (a command across slots) are bugs and must stay loud.
+        if isinstance(exc.__cause__, UNAVAILABLE_ERRORS):
+            raise StoreUnavailable(log_detail=f"redis: cluster, {type(exc.__cause__).__name__}") from exc
+        raise
 
 
 async def ping(client: RedisClient) -> None:
     async with translated_errors():
         await cast(Any, client).ping()
+
+
+class CurrentMasterPool(SentinelConnectionPool):
+    """A Sentinel pool that never hands out a connection to anything but the master it last heard of.
+
+    redis-py asks the Sentinels only when it opens a connection, and then drops the idle connections to the old
+    master; a connection that was busy at that moment goes back to the pool still talking to the old master.
+    After a failover the old master keeps its data frozen, so such a connection would go on answering reads
+    from it (a session ended since on the new master would look alive) until a write fails there.
+    """
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if self.master_address is not None and connection.is_connected and (
+                connection.host, connection.port) != tuple(self.master_address):
+            await connection.disconnect()  # connect() below asks the Sentinels again
+        await super().ensure_connection(connection)
+
+
+async def follow_failovers(client: RedisClient, interval: float = MASTER_CHECK_INTERVAL) -> None:
+    """Keep a Sentinel client's idea of the master fresh; for other clients, return at once.
+
+    Run beside the requests: a quiet broker would otherwise learn of a failover only when a write fails on the
+    old master, reading its frozen data meanwhile."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    while True:
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # no Sentinel answers: requests get their 503s meanwhile
+            before = pool.master_address
+            if await pool.get_master_address() != before and before is not None:  # type: ignore[no-untyped-call]
+                log.warning("redis: the Sentinels name a new master for %s", pool.service_name)
+        await asyncio.sleep(interval)
