@@ -14,12 +14,13 @@ from broker.clock import SystemClock
 from broker.config import Secret, Settings, VaultKey
 from broker.signing.keyring import create_key
 from broker.store.embedded import EmbeddedRedis, free_port
+from tests.support.redis_topologies import SlotCheckingRedis
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A real redis-server (from PATH, or the bundled one) on a free loopback port, for the whole run."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    server = SlotCheckingRedis(tmp_path_factory.mktemp("redis"), port=free_port())
     server.start()
     yield server
     server.stop()
