@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias, cast
@@ -13,25 +11,22 @@ from redis import exceptions as redis_exceptions
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import WatchError
 
 from broker.errors import StoreUnavailable
+from broker.store.redis_sentinel import CurrentMasterPool, follow_failovers
 from broker.store.redis_url import RedisTarget, parse_redis_url
 
 __all__ = ["RedisClient", "RedisTarget", "WatchError", "create_redis", "follow_failovers", "parse_redis_url",
            "ping", "translated_errors"]
-
-log = logging.getLogger("broker.store.redis")
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
 # Fail closed fast: a request that needs Redis should answer 503 within a couple of seconds, not hang.
 CONNECT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 2.0
-# How often a Sentinel client asks the Sentinels who the master is, beside the requests (see follow_failovers).
-MASTER_CHECK_INTERVAL = 1.0
 
 # Failures that mean "the store is not reachable right now" (answer 503 and let the client retry).
 # MasterNotFoundError and an AuthenticationError are ConnectionErrors; a replica's READONLY reply reaches us
@@ -119,35 +114,3 @@ async def translated_errors() -> AsyncIterator[None]:
 async def ping(client: RedisClient) -> None:
     async with translated_errors():
         await cast(Any, client).ping()
-
-
-class CurrentMasterPool(SentinelConnectionPool):
-    """A Sentinel pool that never hands out a connection to anything but the master it last heard of.
-
-    redis-py asks the Sentinels only when it opens a connection, and then drops the idle connections to the old
-    master; a connection that was busy at that moment goes back to the pool still talking to the old master.
-    After a failover the old master keeps its data frozen, so such a connection would go on answering reads
-    from it (a session ended since on the new master would look alive) until a write fails there.
-    """
-
-    async def ensure_connection(self, connection: Any) -> None:
-        if self.master_address is not None and connection.is_connected and (
-                connection.host, connection.port) != tuple(self.master_address):
-            await connection.disconnect()  # connect() below asks the Sentinels again
-        await super().ensure_connection(connection)
-
-
-async def follow_failovers(client: RedisClient, interval: float = MASTER_CHECK_INTERVAL) -> None:
-    """Keep a Sentinel client's idea of the master fresh; for other clients, return at once.
-
-    Run beside the requests: a quiet broker would otherwise learn of a failover only when a write fails on the
-    old master, reading its frozen data meanwhile."""
-    pool = getattr(client, "connection_pool", None)
-    if not isinstance(pool, SentinelConnectionPool):
-        return
-    while True:
-        with contextlib.suppress(*UNAVAILABLE_ERRORS):  # no Sentinel answers: requests get their 503s meanwhile
-            before = pool.master_address
-            if await pool.get_master_address() != before and before is not None:  # type: ignore[no-untyped-call]
-                log.warning("redis: the Sentinels name a new master for %s", pool.service_name)
-        await asyncio.sleep(interval)

@@ -11,12 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.app import create_app
 from broker.config import Secret, Settings
 from broker.errors import StoreUnavailable
 from broker.store.redis import create_redis, ping
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.gateway_load import GatewayLoad
 from tests.support.redis_topologies import USER, WATCHER, SentinelTopology, requires_redis_server, wait_for
+from tests.support.servers import ThreadedServer
 from tests.support.user_journey import refresh, sign_in, token_pair, whole_journey
 
 pytestmark = requires_redis_server
@@ -103,19 +105,21 @@ def test_the_whole_flow_runs_through_sentinel(sentinel_stack: Stack, sentinels: 
 
 
 @pytest.fixture
-def fresh(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Stack, SentinelTopology]]:
-    """A setup of its own: a failover leaves the old master out of step for a while."""
+def fresh(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[Stack, SentinelTopology, str]]:
+    """A setup of its own (a failover leaves the old master out of step for a while), with a second broker
+    replica beside the stack's, each with its own local session cache."""
     with SentinelTopology(tmp_path / "sentinel") as topology:
         running, servers = start_stack(base_settings.with_overrides(redis_url=Secret(topology.url())))
-        yield running, topology
+        servers.append(ThreadedServer(create_app(running.settings)).start())
+        yield running, topology, servers[-1].url
         for server in servers:
             server.stop()
 
 
 @pytest.mark.parametrize("planned", [True, False], ids=["writes paused", "sudden"])
-def test_a_failover_under_load_answers_200_or_503_and_loses_no_session(fresh: tuple[Stack, SentinelTopology],
-                                                                      planned: bool) -> None:
-    sentinel_stack, sentinels = fresh
+def test_a_failover_under_load_answers_200_or_503_and_loses_no_session(
+        fresh: tuple[Stack, SentinelTopology, str], planned: bool) -> None:
+    sentinel_stack, sentinels, other_replica = fresh
     url = sentinel_stack.broker.url
     browsers = [sign_in(sentinel_stack, display_name=f"Person {n}") for n in range(3)]
     try:
@@ -123,6 +127,8 @@ def test_a_failover_under_load_answers_200_or_503_and_loses_no_session(fresh: tu
         subs = [b.client.get(f"{url}/auth/verify").headers["x-auth-request-user"] for b in browsers]
         sentinels.wait_replicated()  # the sessions above are on the replicas before the master goes
         old_master = sentinels.master()
+        cookie = httpx.Cookies(browsers[0].client.cookies)
+        assert httpx.get(f"{other_replica}/auth/verify", cookies=cookie).status_code == 200  # now in its cache
 
         load = GatewayLoad(url).start(cookies=[browser.client.cookies for browser in browsers],
                                       refresh_tokens=[pair["refresh_token"] for pair in pairs])
@@ -131,6 +137,9 @@ def test_a_failover_under_load_answers_200_or_503_and_loses_no_session(fresh: tu
         sentinels.wait_replicated()  # so every write answered before `start` is on both replicas
         new_master = sentinels.failover(pause_writes=planned)
         end = time.monotonic()
+        # Within about a second every connection of both replicas, their cache invalidation listeners included,
+        # leaves the old master (whose data froze), long before the Sentinels turn it into a replica.
+        wait_for(lambda: not sentinels.application_clients(old_master), timeout=5, what="brokers leave old master")
         # The broker finds the new master by itself: refreshes (writes) succeed again, no restart.
         wait_for(lambda: load.answered_after(end, "refresh") >= 10, what="refreshes succeed on the new master")
         load.stop()
@@ -151,11 +160,14 @@ def test_a_failover_under_load_answers_200_or_503_and_loses_no_session(fresh: tu
             assert verified.status_code == 200 and verified.headers["x-auth-request-user"] == sub
         for token in load.refresh_tokens.values():
             assert refresh(sentinel_stack, token).status_code == 200
-        # A logout now is honoured at once: nothing is read from the former master, whose data froze.
-        cookie = httpx.Cookies(browsers[0].client.cookies)  # the browser drops it at logout; a thief would not
+        # A logout through one replica is honoured by the other, which had the session cached since before the
+        # switch: its invalidation listener follows the new master too. (`cookie` is kept: a thief would.)
+        assert httpx.get(f"{other_replica}/auth/verify", cookies=cookie).status_code == 200
         assert browsers[0].client.post(f"{url}/logout", headers={"Origin": url}).status_code == 303
-        for _ in range(20):
-            assert httpx.get(f"{url}/auth/verify", cookies=cookie).status_code == 401
+        wait_for(lambda: httpx.get(f"{other_replica}/auth/verify", cookies=cookie).status_code == 401, timeout=2,
+                 what="the other replica refuses the ended session")
+        for broker in (url, other_replica):
+            assert httpx.get(f"{broker}/auth/verify", cookies=cookie).status_code == 401
     finally:
         for browser in browsers:
             browser.close()

@@ -287,6 +287,14 @@ class SentinelTopology(_Topology):
         scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
         return f"{scheme}://{self.credentials(user, password)}{hosts}/{SERVICE}/{db}" + _url_options(self.tls, query)
 
+    def application_clients(self, process: RedisProcess) -> list[str]:
+        """Addresses of the clients' connections to `process` (commands and pub/sub), other than the Sentinels'
+        and this call's own."""
+        with process.client() as client:
+            me = str(client.client_id())
+            entries = [*client.client_list(_type="normal"), *client.client_list(_type="pubsub")]
+        return [entry["addr"] for entry in entries if entry["id"] != me and not entry["name"].startswith("sentinel-")]
+
     def wait_replicated(self) -> None:
         """Block until every write made on the master so far has reached every replica (WAIT on a marker)."""
         master = self.master()
