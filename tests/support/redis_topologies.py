@@ -19,8 +19,15 @@ from urllib.parse import quote, urlencode
 import redis
 from redis.crc import key_slot
 
-from broker.store.embedded import EmbeddedRedis, free_port
-from tests.support.redis_process import START_TIMEOUT, USER, RedisProcess, requires_redis_server, wait_for
+from broker.store.embedded import EmbeddedRedis
+from tests.support.redis_process import (
+    START_TIMEOUT,
+    USER,
+    RedisProcess,
+    distinct_port,
+    requires_redis_server,
+    wait_for,
+)
 from tests.support.tls_files import TlsFiles, make_tls_files
 
 __all__ = ["USER", "WATCHER", "ClusterTopology", "SentinelTopology", "SlotCheckingRedis", "StandaloneServer",
@@ -65,17 +72,12 @@ class ClusterTopology(_Topology):
 
     def __init__(self, directory: Path, *, tls: bool = True, replicas: bool = True) -> None:
         super().__init__(directory, tls=tls)
-        self.bus_ports: dict[RedisProcess, int] = {}
         self.masters = [self._node(f"master-{index}") for index in range(3)]
         self.replicas = [self._node(f"replica-{index}") for index in range(3)] if replicas else []
 
     def _node(self, name: str) -> RedisProcess:
-        bus = free_port()
-        node = self._process(name, settings=["cluster-enabled yes", "cluster-config-file nodes.conf",
-                                             f"cluster-port {bus}", "cluster-node-timeout 3000",
-                                             *(["tls-cluster yes"] if self.tls else [])])
-        self.bus_ports[node] = bus
-        return node
+        return self._process(name, cluster=True, settings=["cluster-node-timeout 3000",
+                                                           *(["tls-cluster yes"] if self.tls else [])])
 
     @property
     def nodes(self) -> list[RedisProcess]:
@@ -105,7 +107,7 @@ class ClusterTopology(_Topology):
         with first.client() as client:
             for node in self.nodes[1:]:
                 host, port = node.address
-                client.execute_command("CLUSTER MEET", host, port, self.bus_ports[node])
+                client.execute_command("CLUSTER MEET", host, port, node.bus_port)
         for master, replica in zip(self.masters, self.replicas, strict=False):
             master_id = self.node_id(master)
             with replica.client() as client:
@@ -211,17 +213,19 @@ class SentinelTopology(_Topology):
         durability = ["min-replicas-to-write 1", "min-replicas-max-lag 2"] if replicas else []
         self.data = [self._process(f"data-{index}", plain=not tls, settings=durability)
                      for index in range(1 + replicas)]
-        host, port = self.data[0].address
-        quorum = min(2, sentinels)
         # The Sentinels also know a user of their own that the data nodes do not: `sentinel_username` in a URL.
         self.watcher_password = secrets.token_urlsafe(18)
-        self.sentinels = [self._process(f"sentinel-{index}", plain=not tls, sentinel=True, settings=[
-            f"user {WATCHER} on >{self.watcher_password} ~* &* +@all",
-            f"sentinel monitor {SERVICE} {host} {port} {quorum}",
-            f"sentinel auth-user {SERVICE} {USER}", f"sentinel auth-pass {SERVICE} {self.password}",
-            f"sentinel sentinel-user {USER}", f"sentinel sentinel-pass {self.password}",
-            f"sentinel down-after-milliseconds {SERVICE} 2000", f"sentinel failover-timeout {SERVICE} 10000",
-        ]) for index in range(sentinels)]
+        self.sentinels = [self._process(f"sentinel-{index}", plain=not tls, sentinel=True)
+                          for index in range(sentinels)]
+
+    def _sentinel_settings(self) -> list[str]:
+        """What each Sentinel watches, once the master listens where it will stay."""
+        host, port = self.data[0].address
+        return [f"user {WATCHER} on >{self.watcher_password} ~* &* +@all",
+                f"sentinel monitor {SERVICE} {host} {port} {min(2, len(self.sentinels))}",
+                f"sentinel auth-user {SERVICE} {USER}", f"sentinel auth-pass {SERVICE} {self.password}",
+                f"sentinel sentinel-user {USER}", f"sentinel sentinel-pass {self.password}",
+                f"sentinel down-after-milliseconds {SERVICE} 2000", f"sentinel failover-timeout {SERVICE} 10000"]
 
     def __enter__(self) -> SentinelTopology:
         try:
@@ -236,13 +240,14 @@ class SentinelTopology(_Topology):
 
     def start(self) -> None:
         master, *replicas = self.data
-        master.start()
+        master.start().wait_ready()
         for replica in replicas:
             replica.settings.append("replicaof {} {}".format(*master.address))
             replica.start()
-        for process in self.data:
-            process.wait_ready()
+        for replica in replicas:
+            replica.wait_ready()
         for sentinel in self.sentinels:
+            sentinel.settings = self._sentinel_settings()
             sentinel.start()
         for sentinel in self.sentinels:
             sentinel.wait_ready()
@@ -365,7 +370,7 @@ class SlotCheckingRedis(EmbeddedRedis):
     def __init__(self, data_dir: Path, **options: Any) -> None:
         super().__init__(data_dir, **options)
         # Named, because the default bus port (port + 10000) does not exist for ports above 55535.
-        self.bus_port = free_port()
+        self.bus_port = distinct_port()
 
     def _arguments(self) -> list[str]:
         return [*super()._arguments(), "--cluster-enabled", "yes", "--cluster-port", str(self.bus_port),
