@@ -140,11 +140,13 @@ def cluster_stack(base_settings: Settings, cluster: ClusterTopology) -> Iterator
 def test_the_whole_flow_runs_on_the_cluster(cluster_stack: Stack, cluster: ClusterTopology) -> None:
     sub = whole_journey(cluster_stack, ALICE)
     prefix = cluster_stack.settings.redis_prefix
+    marker = KeySpace(prefix).deleted_marker(sub)  # the only key left, and only for a while
     with cluster.cluster_client() as direct:
         left = [key for key in direct.scan_iter(match=f"{prefix}*", target_nodes="primaries")  # type: ignore
-                if sub in key]
+                if sub in key and key != marker]
         deleted = [entry for _, entry in direct.xrange(f"{prefix}{{events}}") if entry["type"] == "user.deleted"]
         waiting = direct.zcard(f"{prefix}{{revoke}}:queue")
+        assert direct.pttl(marker) > 0
     assert left == [], "deletion left keys of the user"
     assert [entry["sub"] for entry in deleted] == [sub]
     assert waiting == 1  # the TikTok revocation that failed during deletion

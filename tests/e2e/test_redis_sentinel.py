@@ -14,6 +14,7 @@ import pytest
 from broker.app import create_app
 from broker.config import Secret, Settings
 from broker.errors import StoreUnavailable
+from broker.store.keys import KeySpace
 from broker.store.redis import create_redis, ping
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.gateway_load import GatewayLoad
@@ -99,8 +100,11 @@ def sentinel_stack(base_settings: Settings, sentinels: SentinelTopology) -> Iter
 
 def test_the_whole_flow_runs_through_sentinel(sentinel_stack: Stack, sentinels: SentinelTopology) -> None:
     sub = whole_journey(sentinel_stack, ALICE)
+    prefix = sentinel_stack.settings.redis_prefix
+    marker = KeySpace(prefix).deleted_marker(sub)  # the only key left, and only for a while
     with sentinels.master().client() as direct:
-        left = [key for key in direct.scan_iter(match=f"{sentinel_stack.settings.redis_prefix}*") if sub in key]
+        left = [key for key in direct.scan_iter(match=f"{prefix}*") if sub in key and key != marker]
+        assert direct.pttl(marker) > 0
     assert left == []
 
 
