@@ -19,8 +19,8 @@ from broker.errors import StoreUnavailable
 from broker.store.redis_sentinel import CurrentMasterPool, follow_failovers
 from broker.store.redis_url import RedisTarget, parse_redis_url
 
-__all__ = ["RedisClient", "RedisTarget", "WatchError", "create_redis", "follow_failovers", "parse_redis_url",
-           "ping", "translated_errors"]
+__all__ = ["RedisClient", "RedisTarget", "WatchError", "cluster_primaries", "create_redis", "follow_failovers",
+           "node_client", "parse_redis_url", "ping", "translated_errors"]
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
@@ -89,6 +89,22 @@ def create_redis(url: str, **overrides: Any) -> RedisClient:
                                                connection_pool_class=CurrentMasterPool))
     nodes = [ClusterNode(host, port) for host, port in target.hosts]
     return RedisCluster(startup_nodes=nodes, **kwargs)
+
+
+def node_client(url: str, host: str, port: int, **overrides: Any) -> Redis:
+    """A client for one node of the Cluster that BROKER_REDIS_URL names (found by asking the Cluster), with the
+    URL's credentials and TLS settings."""
+    target = parse_redis_url(url)
+    kwargs = {**_common_kwargs(), **_tls_kwargs(target), "username": target.username, "password": target.password,
+              **overrides}
+    return Redis(host=host, port=port, **kwargs)
+
+
+async def cluster_primaries(client: RedisClient) -> frozenset[tuple[str, int]]:
+    """The addresses of the nodes that serve the Cluster's slots right now (one CLUSTER SLOTS)."""
+    async with translated_errors():
+        slots = await cast(Any, client).execute_command("CLUSTER SLOTS")
+    return frozenset((str(served["primary"][0]), int(served["primary"][1])) for served in slots.values())
 
 
 @contextlib.asynccontextmanager

@@ -1,15 +1,16 @@
-"""Redis server-assisted client-side caching: one connection that hears of every write to the broker's keys.
+"""Redis server-assisted client-side caching: connections that hear of every write to the broker's keys.
 
-The listener opens its own connection, turns on `CLIENT TRACKING ... BCAST` for the key prefixes a per-process
-cache reads (every user's keys and the subject denylist), redirected to itself, and subscribes to
-`__redis__:invalidate`. From then on Redis pushes the name of every key that any client writes, deletes or lets
-expire under those prefixes, so a cached read can be dropped within milliseconds of the write.
+The listener opens its own connection to every node that holds data (the one server, the Sentinel master, or
+each Cluster primary), turns on `CLIENT TRACKING ... BCAST` for the key prefixes a per-process cache reads
+(every user's keys and the subject denylist), redirected to itself, and subscribes to `__redis__:invalidate`.
+From then on Redis pushes the name of every key that any client writes, deletes or lets expire under those
+prefixes, so a cached read can be dropped within milliseconds of the write.
 
-The cache may be trusted only while this connection is known to be alive: `live` turns false when no message or
-heartbeat reply has arrived for `3 * heartbeat` seconds, when the connection fails, and until tracking is on
-again after a reconnect. Every change of that state tells the subscribers to drop everything, and each period of
-tracking has its own `generation`, so a read begun under an earlier one is never cached (its writes may have
-gone unreported).
+The cache may be trusted only while every one of these connections is known to be alive: `live` turns false when
+one has been silent (no message, no heartbeat reply) for `3 * heartbeat` seconds, when one fails, when a Cluster's
+primaries are no longer the ones tracked, and until tracking is on again everywhere after a reconnect. Every
+change of that state tells the subscribers to drop everything, and each period of tracking has its own
+`generation`, so a read begun under an earlier one is never cached (its writes may have gone unreported).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from redis import exceptions as redis_exceptions
@@ -26,7 +28,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from broker.store.keys import KeySpace
-from broker.store.redis import UNAVAILABLE_ERRORS, RedisClient, create_redis, parse_redis_url
+from broker.store.redis import (
+    UNAVAILABLE_ERRORS,
+    RedisClient,
+    cluster_primaries,
+    create_redis,
+    node_client,
+    parse_redis_url,
+)
 
 CHANNEL = "__redis__:invalidate"
 
@@ -38,14 +47,48 @@ def tracked_prefixes(keys: KeySpace) -> tuple[str, ...]:
     return keys.user_tag_prefix(), keys.denylist_prefix()
 
 
-def tracking_connector(url: str) -> Callable[[], RedisClient] | None:
-    """How to open the invalidation connection for BROKER_REDIS_URL; None where it is not supported yet
-    (Redis Cluster: each primary would need its own), which leaves the local cache off."""
-    if parse_redis_url(url).kind == "cluster":
-        return None
-    # RESP2, so that invalidations arrive as pub/sub messages; no retries, so that a reconnection is never
-    # hidden from the listener (a new connection has no tracking until the listener turns it on).
-    return lambda: create_redis(url, protocol=2, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+@dataclass
+class TrackedNodes:
+    """The nodes to track for one period: a client per node, and for a Cluster a check that its primaries are
+    still the ones tracked."""
+
+    clients: list[RedisClient]
+    unchanged: Callable[[], Awaitable[bool]] | None = None
+    resources: list[RedisClient] = field(default_factory=list)  # closed with the period
+
+    async def close(self) -> None:
+        for client in [*self.clients, *self.resources]:
+            with contextlib.suppress(Exception):
+                await cast(Any, client).aclose()
+
+
+# RESP2, so that invalidations arrive as pub/sub messages; no retries, so that a reconnection is never hidden
+# from the listener (a new connection has no tracking until the listener turns it on).
+TRACKING_OPTIONS: dict[str, Any] = {"protocol": 2, "health_check_interval": 0}
+
+
+def tracking_connector(url: str) -> Callable[[], Awaitable[TrackedNodes]]:
+    """How to open the invalidation connections for BROKER_REDIS_URL, anew for each tracking period."""
+    if parse_redis_url(url).kind != "cluster":
+        async def single() -> TrackedNodes:
+            return TrackedNodes([create_redis(url, retry=Retry(NoBackoff(), 0), **TRACKING_OPTIONS)])
+        return single
+
+    async def primaries() -> TrackedNodes:
+        cluster = create_redis(url)
+        try:
+            tracked = await cluster_primaries(cluster)
+        except BaseException:
+            await cast(Any, cluster).aclose()
+            raise
+
+        async def unchanged() -> bool:
+            return await cluster_primaries(cluster) == tracked
+
+        clients: list[RedisClient] = [node_client(url, host, port, retry=Retry(NoBackoff(), 0), **TRACKING_OPTIONS)
+                                      for host, port in sorted(tracked)]
+        return TrackedNodes(clients, unchanged, [cluster])
+    return primaries
 
 
 class InvalidationSubscriber(Protocol):
@@ -54,16 +97,16 @@ class InvalidationSubscriber(Protocol):
 
 
 class InvalidationListener:
-    def __init__(self, connect: Callable[[], RedisClient], prefixes: tuple[str, ...], *,
+    def __init__(self, connect: Callable[[], Awaitable[TrackedNodes]], prefixes: tuple[str, ...], *,
                  heartbeat: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        """`connect` builds a client speaking RESP2 (its pub/sub messages are the invalidations) with no
-        automatic retries, one per tracking period."""
+        """`connect` opens the nodes of one tracking period (see tracking_connector)."""
         self._connect = connect
         self._prefixes = prefixes
         self._heartbeat = heartbeat
         self._clock = clock
         self._subscribers: list[InvalidationSubscriber] = []
-        self._live_until = 0.0
+        self._heard_until: list[float] = []  # per node: when its silence starts to count as death
+        self._live_until = 0.0  # the earliest of those
         self._tracking = False
         self.generation = 0
         self._reconnected = False
@@ -76,8 +119,9 @@ class InvalidationListener:
         """True while every write to the tracked prefixes is known to reach us."""
         return self._tracking and self._clock() < self._live_until
 
-    def _heard(self) -> None:
-        self._live_until = self._clock() + 3 * self._heartbeat
+    def _heard(self, node: int) -> None:
+        self._heard_until[node] = self._clock() + 3 * self._heartbeat
+        self._live_until = min(self._heard_until)
 
     def _drop_everything(self) -> None:
         self._tracking = False
@@ -108,36 +152,51 @@ class InvalidationListener:
         self._reconnected = True
 
     async def _track_once(self) -> None:
-        client = self._connect()
-        pubsub: Any = cast(Any, client).pubsub()
+        nodes = await self._connect()
+        pubsubs: list[Any] = []
         try:
-            await pubsub.execute_command("CLIENT", "ID")
-            client_id = await _reply(pubsub, self._heartbeat)
-            prefix_args: list[str] = []
-            for prefix in self._prefixes:
-                prefix_args += ["PREFIX", prefix]
-            await pubsub.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefix_args)
-            if str(await _reply(pubsub, self._heartbeat)) != "OK":
-                raise LostTracking("CLIENT TRACKING refused")
-            await pubsub.subscribe(CHANNEL)
-            connection = pubsub.connection
-            assert connection is not None
-            self._reconnected = False
-            connection.register_connect_callback(self._on_connect)
-            await self._await_subscription(pubsub)
+            for client in nodes.clients:
+                pubsub: Any = cast(Any, client).pubsub()
+                pubsubs.append(pubsub)
+                await self._start_tracking(pubsub)
             # Tracking is on from here: anything cached before may have missed a write, so start afresh.
             self._drop_everything()
+            self._heard_until = [0.0] * len(pubsubs)
+            for node in range(len(pubsubs)):
+                self._heard(node)
             self._tracking = True
-            self._heard()
-            await self._listen(pubsub)
+            watchers = [asyncio.create_task(self._listen(node, pubsub)) for node, pubsub in enumerate(pubsubs)]
+            if nodes.unchanged is not None:
+                watchers.append(asyncio.create_task(self._watch_topology(nodes.unchanged)))
+            try:
+                done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                for watcher in watchers:
+                    watcher.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
+            for finished in done:
+                finished.result()  # raises what ended the period
         finally:
             self._tracking = False
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await cast(Any, client).aclose()
+            for pubsub in pubsubs:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await nodes.close()
 
-    async def _await_subscription(self, pubsub: Any) -> None:
+    async def _start_tracking(self, pubsub: Any) -> None:
+        await pubsub.execute_command("CLIENT", "ID")
+        client_id = await _reply(pubsub, self._heartbeat)
+        prefix_args: list[str] = []
+        for prefix in self._prefixes:
+            prefix_args += ["PREFIX", prefix]
+        await pubsub.execute_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST", *prefix_args)
+        if str(await _reply(pubsub, self._heartbeat)) != "OK":
+            raise LostTracking("CLIENT TRACKING refused")
+        await pubsub.subscribe(CHANNEL)
+        connection = pubsub.connection
+        assert connection is not None
+        self._reconnected = False
+        connection.register_connect_callback(self._on_connect)
         deadline = self._clock() + 3 * self._heartbeat
         while self._clock() < deadline:
             message = await pubsub.get_message(timeout=self._heartbeat)
@@ -145,12 +204,12 @@ class InvalidationListener:
                 return
         raise LostTracking("no subscription confirmation")
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self, node: int, pubsub: Any) -> None:
         last_ping = self._clock()
         while True:
             message = await pubsub.get_message(timeout=self._heartbeat / 2)
             if self._reconnected:
-                raise LostTracking("the connection was re-established without tracking")
+                raise LostTracking("a connection was re-established without tracking")
             if message is not None:
                 kind = message["type"]
                 if kind == "message":
@@ -158,15 +217,23 @@ class InvalidationListener:
                     # None (or an empty list) is how Redis says "forget everything": FLUSHALL, FLUSHDB.
                     for subscriber in self._subscribers:
                         subscriber.invalidate([str(key) for key in keys] if keys else None)
-                    self._heard()
+                    self._heard(node)
                 elif kind == "pong":
-                    self._heard()
+                    self._heard(node)
             now = self._clock()
             if now - last_ping >= self._heartbeat:
                 await pubsub.ping()
                 last_ping = now
-            if now >= self._live_until:
+            if now >= self._heard_until[node]:
                 raise LostTracking("no heartbeat reply")
+
+    async def _watch_topology(self, unchanged: Callable[[], Awaitable[bool]]) -> None:
+        # A primary that a failover replaced, or slots moved to a node not tracked: start again with the new
+        # set. (A demoted primary still reports the writes it replicates, so nothing is missed meanwhile.)
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            if not await unchanged():
+                raise LostTracking("the Cluster's primaries changed")
 
 
 class LostTracking(Exception):

@@ -6,28 +6,35 @@ after start: each of those connections must carry the username, password and cli
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import httpx
 import pytest
 from redis.crc import key_slot
 
+from broker.app import create_app
 from broker.config import Secret, Settings
 from broker.domain import ProviderTokens
 from broker.errors import StoreUnavailable
 from broker.store.embedded import free_port
 from broker.store.events import Event, EventStore
 from broker.store.keys import KeySpace
+from broker.store.local_cache import TrackedCache
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis, ping
 from broker.store.revocations import RevocationQueue
 from broker.store.tiktok_tokens import TikTokTokenStore
+from broker.store.tracking import InvalidationListener, tracked_prefixes, tracking_connector
 from broker.store.vault import Vault
 from tests.conftest import vault_key
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.gateway_load import GatewayLoad
 from tests.support.redis_topologies import ClusterTopology, requires_redis_server, wait_for
+from tests.support.servers import ThreadedServer
 from tests.support.user_journey import refresh, sign_in, token_pair, whole_journey
 
 pytestmark = requires_redis_server
@@ -202,3 +209,72 @@ def test_keys_of_one_user_share_a_slot_on_the_cluster(cluster_stack: Stack, clus
         keys = [key for key in direct.scan_iter(match=f"{cluster_stack.settings.redis_prefix}*",  # type: ignore
                                                 target_nodes="primaries") if sub in key]
     assert len(keys) >= 4 and len({key_slot(key.encode()) for key in keys}) == 1, keys
+
+
+def user_key_per_master(cluster: ClusterTopology, prefix: str) -> dict[str, str]:
+    """For each master (by port), a session key of a made-up user whose slot it serves."""
+    with cluster.cluster_client() as direct:
+        ranges = [(low, high, int(served["primary"][1]))
+                  for (low, high), served in direct.execute_command("CLUSTER SLOTS").items()]
+    found: dict[str, str] = {}
+    for low, high, port in ranges:
+        user = next(f"user{n}" for n in range(100_000) if low <= key_slot(f"u:user{n}".encode()) <= high)
+        found[str(port)] = KeySpace(prefix).session(user, "s" * 32)
+    return found
+
+
+async def test_the_session_cache_hears_every_primary_and_follows_a_failover(cluster: ClusterTopology) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    listener = InvalidationListener(tracking_connector(cluster.url()), tracked_prefixes(KeySpace(prefix)),
+                                    heartbeat=0.2)
+    cache: TrackedCache[str] = TrackedCache(listener, 100)
+    listener.subscribe(cache)
+    task = asyncio.create_task(listener.run())
+    writer = create_redis(cluster.url())
+    try:
+        await until_async(lambda: listener.live)
+        keys = user_key_per_master(cluster, prefix)
+        assert len(keys) == 3
+        for key in keys.values():
+            assert cache.put(cache.begin([key]), key, "cached")
+        for key in keys.values():  # a write on each master reaches the listener
+            await writer.set(key, "changed")
+            await until_async(lambda k=key: cache.get(k) is None)  # type: ignore[misc]
+
+        moved = next(iter(keys.values()))
+        _, [replica] = cluster.shard_of(moved)
+        generation = listener.generation
+        await asyncio.to_thread(cluster.failover, replica)
+        # The primaries changed: the listener starts again on the new set, and the promoted node reports too.
+        await until_async(lambda: listener.generation > generation and listener.live, within=10)
+        assert cache.put(cache.begin([moved]), moved, "cached again")
+        await writer.set(moved, "changed on the promoted node")
+        await until_async(lambda: cache.get(moved) is None)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await writer.aclose()
+
+
+def test_a_logout_through_one_replica_is_refused_by_the_other_on_the_cluster(cluster_stack: Stack) -> None:
+    other = ThreadedServer(create_app(cluster_stack.settings), free_port()).start()
+    browser = sign_in(cluster_stack, display_name="Cached Carla")
+    try:
+        for _ in range(3):  # served from the first replica's memory after these
+            assert browser.client.get(f"{cluster_stack.broker.url}/auth/verify").status_code == 200
+        ended = httpx.post(f"{other.url}/logout", cookies=dict(browser.client.cookies),
+                           headers={"Origin": cluster_stack.settings.issuer})
+        assert ended.status_code == 303
+        wait_for(lambda: browser.client.get(f"{cluster_stack.broker.url}/auth/verify").status_code == 401,
+                 timeout=2, what="the logout refused by the other replica")
+    finally:
+        browser.close()
+        other.stop()
+
+
+async def until_async(condition: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
