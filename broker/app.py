@@ -23,6 +23,7 @@ from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.oidc import OidcFlow
+from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
@@ -44,7 +45,7 @@ from broker.store.families import Families
 from broker.store.keys import KeySpace
 from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
-from broker.store.ratelimit import RateLimiter
+from broker.store.ratelimit import RateLimiter, SharedLimiter
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis, follow_failovers
 from broker.store.revocations import RevocationQueue
@@ -151,11 +152,13 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                                               user_rate=settings.tiktok_proxy_user_rate,
                                               client_rate=settings.tiktok_proxy_client_rate,
                                               timeout=settings.tiktok_timeout), metrics=metrics)
+    limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, discovery=discovery,
-                        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api)
+                        templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
+                        limits=limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

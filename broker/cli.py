@@ -58,8 +58,11 @@ def _uvicorn_server(app: object, host: str, port: int) -> object:
     import uvicorn
 
     # log_config=None keeps the JSON logging set up in main() for uvicorn's own lines too.
+    # proxy_headers=False: uvicorn must never rewrite the client address or scheme from X-Forwarded-* (it would
+    # believe FORWARDED_ALLOW_IPS, 127.0.0.1 by default). BROKER_TRUSTED_PROXIES is the only source of trust,
+    # applied by broker.web.client_addr to the untouched TCP peer.
     config = uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,  # type: ignore[arg-type]
-                            proxy_headers=False, access_log=False, log_config=None)
+                            proxy_headers=False, forwarded_allow_ips="", access_log=False, log_config=None)
     return uvicorn.Server(config)
 
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,8 +20,11 @@ TIKTOK_AUTHORIZE_URL = "https://www.tiktok.com/v2/auth/authorize/"
 TIKTOK_API_URL = "https://open.tiktokapis.com"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600}
+RATE_LIMIT = re.compile(r"^(\d+)/(\d+)([smh]?)(?:\s+burst=(\d+))?$")
 
 T = TypeVar("T")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Secret:
@@ -53,6 +57,18 @@ class Secret:
 class VaultKey:
     kid: str
     key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """`requests` per `period` seconds on average, at most `burst` of them at once."""
+
+    requests: int
+    period: int
+    burst: int
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.period}s burst={self.burst}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,16 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     # Sessions and clean access tokens each process keeps in memory, dropped on Redis invalidations; 0: off.
     local_cache_size: int = 10_000
+    # Peers whose X-Forwarded-* headers are believed (load balancers, gateways); empty: nobody's.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    rate_limits: bool = True
+    # Per client address (IPv6: per /64) and endpoint. A person never comes near these; a whole office behind
+    # one NAT address rarely does. Every limited endpoint has its own bucket.
+    rate_limit_login: RateLimit = RateLimit(300, 300, 60)  # /login, /authorize, /callback
+    rate_limit_oauth: RateLimit = RateLimit(1200, 60, 300)  # /oauth/token, /oauth/revoke, /oauth/introspect
+    rate_limit_webhook: RateLimit = RateLimit(600, 60, 300)  # /webhooks/tiktok
+    # Per registered OAuth client (authenticated or merely named) and endpoint, over all its addresses.
+    rate_limit_client: RateLimit = RateLimit(6000, 60, 1000)
     dev_mode: bool = False
 
     @property
@@ -223,6 +249,34 @@ def _cache_size(value: str) -> int:
     return number
 
 
+def _networks(value: str) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for entry in _list(value):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"each entry must be an IP address or a CIDR range like 10.0.0.0/8, got {entry!r}") \
+                from None
+    return tuple(networks)
+
+
+def parse_rate_limit(value: str) -> RateLimit:
+    """`300/5m` (300 requests per 5 minutes, all of them at once if need be) or `300/5m burst=60`."""
+    match = RATE_LIMIT.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(f"must look like 300/5m or 300/5m burst=60 (requests per period in s, m or h), "
+                         f"got {value!r}")
+    requests, period = int(match[1]), int(match[2]) * PERIOD_UNITS[match[3] or "s"]
+    burst = int(match[4]) if match[4] else requests
+    if not 1 <= requests <= 1_000_000 or not 1 <= burst <= 1_000_000:
+        raise ValueError(f"requests and burst must be between 1 and 1000000, got {value!r}")
+    if not 1 <= period <= 86400:
+        raise ValueError(f"the period must be between 1 second and 24 hours, got {value!r}")
+    if period * 1000 < requests:
+        raise ValueError(f"at most 1000 requests per second, got {value!r}")
+    return RateLimit(requests, period, burst)
+
+
 def parse_vault_keys(value: str) -> tuple[VaultKey, ...]:
     """`kid:key,kid:key`: key is 32 random bytes in unpadded base64url; the first entry encrypts."""
     keys: list[VaultKey] = []
@@ -291,6 +345,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
         local_cache_size=r.get("LOCAL_CACHE_SIZE", defaults.local_cache_size, _cache_size),
+        trusted_proxies=r.get("TRUSTED_PROXIES", (), _networks),
+        rate_limits=r.get("RATE_LIMITS", True, _boolean),
+        rate_limit_login=r.get("RATE_LIMIT_LOGIN", defaults.rate_limit_login, parse_rate_limit),
+        rate_limit_oauth=r.get("RATE_LIMIT_OAUTH", defaults.rate_limit_oauth, parse_rate_limit),
+        rate_limit_webhook=r.get("RATE_LIMIT_WEBHOOK", defaults.rate_limit_webhook, parse_rate_limit),
+        rate_limit_client=r.get("RATE_LIMIT_CLIENT", defaults.rate_limit_client, parse_rate_limit),
     )
     if "user.info.basic" not in settings.tiktok_scopes:
         r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")

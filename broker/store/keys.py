@@ -84,6 +84,11 @@ class KeySpace:
         """One waiting revocation: the sealed grant, named by a random id only (no user id, no open_id)."""
         return f"{self.prefix}{{revoke}}:item:{item_id}"
 
+    def rate_bucket(self, bucket_hash: str) -> str:
+        """A rate-limit bucket that belongs to no user (a client's address, an OAuth client). The whole name
+        is its own hash tag: each bucket lands in its own Cluster slot, never all of them in one."""
+        return f"{self.prefix}{{rl:{bucket_hash}}}"
+
     def readiness_probe(self) -> str:
         return f"{self.prefix}readyz"
 

@@ -1,4 +1,5 @@
-"""Rate limits of our own in front of TikTok's API: GCRA buckets, every bucket of one request in one Lua call.
+"""Rate limits in Redis (GCRA): per-user buckets of the TikTok API proxy, and buckets that belong to no user
+(a client's address, an OAuth client) in front of the sensitive endpoints.
 
 A bucket allows `limit` requests per `period` seconds with bursts up to `limit` (GCRA: the key holds the
 "theoretical arrival time" in milliseconds; O(1) memory, exact waits). All buckets of one call must allow the
@@ -42,12 +43,33 @@ redis.call('PEXPIRE', KEYS[#KEYS], 86400000)
 return 0
 """
 
+# One bucket that belongs to no user: KEYS[1] is the bucket (its own hash tag, so its own Cluster slot).
+# ARGV = now (ms), emission interval (ms), tolerance (ms: burst x interval). Returns 0 when allowed (charged),
+# else the milliseconds until one request would be allowed. A refused request is not charged.
+GCRA_ONE = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - tolerance - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now)
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Bucket:
     name: str  # part of the key name; hashed, so any text is fine
     limit: int  # requests per period
     period: float = 60.0
+    burst: int | None = None  # at most this many at once; None: `limit` (the whole period's share)
+
+    def interval_ms(self) -> int:
+        """Whole milliseconds between two requests on average (ceiling: the limit is never exceeded)."""
+        return max(1, math.ceil(round(self.period * 1000) / max(1, self.limit)))
 
 
 class RateLimiter:
@@ -69,3 +91,31 @@ class RateLimiter:
         async with translated_errors():
             wait_ms = int(await self._script(keys=keys, args=args))
         return wait_ms / 1000
+
+
+class SharedLimiter:
+    """Buckets named by any text (a client's address, a client id) that belong to no user.
+
+    Each bucket's key is a hash tag of its own, so buckets spread over the Cluster's slots instead of piling into
+    one; the buckets of one request go out in one pipeline (one round trip per node). Their script is sent with
+    EVAL, which a Cluster pipeline routes by key without a NOSCRIPT dance. Buckets are charged independently: a
+    request refused by one bucket may already have been charged to another.
+    """
+
+    def __init__(self, client: RedisClient, keys: KeySpace) -> None:
+        self.client = client
+        self.keys = keys
+
+    def key(self, bucket_name: str) -> str:
+        return self.keys.rate_bucket(digest(bucket_name)[:32])
+
+    async def take(self, buckets: tuple[Bucket, ...], now: float) -> float:
+        """Charge every bucket that allows the request: 0.0 when all did, else the longest wait in seconds."""
+        now_ms = math.floor(now * 1000)
+        async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                interval = bucket.interval_ms()
+                pipe.eval(GCRA_ONE, 1, self.key(bucket.name), now_ms, interval,
+                          interval * (bucket.burst or bucket.limit))
+            waits = await pipe.execute()
+        return max((int(wait) for wait in waits), default=0) / 1000

@@ -16,6 +16,7 @@ from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
 from broker.flows.tokens import SESSION_GRANT
+from broker.web.client_addr import client_ip
 from broker.web.cookies import read_session_cookie
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
@@ -50,6 +51,22 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     if not sep:
         raise InvalidClient("Malformed Basic credentials.")
     return unquote(client_id), unquote(secret)
+
+
+def claimed_client_id(request: Request, form: FormData) -> str | None:
+    """The client a request names (Basic header or form), before anyone checks its secret."""
+    try:
+        basic = _basic_credentials(request)
+    except InvalidClient:
+        basic = None
+    return basic[0] if basic is not None else _text(form, "client_id")
+
+
+async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
+    """The form, once this request has been charged to its client address and to the client it names."""
+    form = await _form(request)
+    await svc.limits.check(endpoint, ip=client_ip(request), client_id=claimed_client_id(request, form))
+    return form
 
 
 def authenticate_client(svc: Services, request: Request, form: FormData, *, required: bool) -> Client | None:
@@ -95,7 +112,7 @@ def _token_response(svc: Services, request: Request, body: dict[str, object]) ->
 
 async def token(request: Request) -> Response:
     svc = services(request)
-    form = await _form(request)
+    form = await _limited_form(svc, request, "token")
     grant_type = _text(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required.")
@@ -138,7 +155,7 @@ async def _session_grant(svc: Services, request: Request) -> TokenPair:
 
 async def revoke(request: Request) -> Response:
     svc = services(request)
-    form = await _form(request)
+    form = await _limited_form(svc, request, "revoke")
     client = authenticate_client(svc, request, form, required=False)
     token_value = _text(form, "token")
     if token_value is None:
@@ -150,7 +167,7 @@ async def revoke(request: Request) -> Response:
 
 async def introspect(request: Request) -> Response:
     svc = services(request)
-    form = await _form(request)
+    form = await _limited_form(svc, request, "introspect")
     authenticate_client(svc, request, form, required=True)
     token_value = _text(form, "token")
     if token_value is None:

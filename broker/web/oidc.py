@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from broker.errors import InvalidToken
 from broker.flows.oidc import RedirectToClient
+from broker.web.client_addr import client_ip
 from broker.web.cookies import read_binding_cookie, read_session_cookie, set_binding_cookie
 from broker.web.render import NO_STORE, html_endpoint
 from broker.web.services import services
@@ -19,6 +20,7 @@ def _redirect(location: str) -> Response:
 @html_endpoint
 async def authorize(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check("authorize", ip=client_ip(request), client_id=request.query_params.get("client_id"))
     session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
     try:
         step = await svc.oidc.authorize(dict(request.query_params), session,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from broker.web.client_addr import client_ip
 from broker.web.cookies import (
     read_binding_cookie,
     read_session_cookie,
@@ -41,6 +42,7 @@ async def home(request: Request) -> Response:
 @html_endpoint
 async def login(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check("login", ip=client_ip(request))
     start = await svc.login.start(return_to=request.query_params.get("return_to"),
                                   binding_value=read_binding_cookie(request, svc.settings),
                                   force_consent=request.query_params.get("prompt") == "login")
@@ -52,10 +54,12 @@ async def login(request: Request) -> Response:
 @html_endpoint
 async def callback(request: Request) -> Response:
     svc = services(request)
+    ip = client_ip(request)
+    await svc.limits.check("callback", ip=ip)
     result = await svc.login.finish(params=dict(request.query_params),
                                     binding_value=read_binding_cookie(request, svc.settings),
                                     user_agent=request.headers.get("user-agent", ""),
-                                    ip=request.client.host if request.client else "")
+                                    ip=ip)
     response = RedirectResponse(result.return_to, status_code=303, headers=NO_STORE)
     set_session_cookie(response, svc.settings, result.cookie_value)
     return response

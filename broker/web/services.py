@@ -15,6 +15,7 @@ from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
 from broker.flows.oidc import OidcFlow
+from broker.flows.request_limits import RequestLimits
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionService
 from broker.flows.tiktok_api import TikTokApi
@@ -42,6 +43,7 @@ class Services:
     discovery: Discovery
     templates: Jinja2Templates
     tiktok_api: TikTokApi
+    limits: RequestLimits
 
 
 def services(request: HTTPConnection) -> Services:

@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from broker.errors import InvalidRequest
+from broker.web.client_addr import client_ip
 from broker.web.render import NO_STORE
 from broker.web.services import services
 
@@ -14,6 +15,7 @@ MAX_BODY = 64 * 1024
 
 async def tiktok(request: Request) -> Response:
     svc = services(request)
+    await svc.limits.check("webhook", ip=client_ip(request))
     body = b""
     async for chunk in request.stream():
         body += chunk

@@ -14,8 +14,10 @@ from broker.store.embedded import free_port
 class ThreadedServer:
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
+        # proxy_headers=False as `broker serve` runs it: the app sees the real TCP peer and decides on its own
+        # (BROKER_TRUSTED_PROXIES) whether to believe X-Forwarded-For.
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                access_log=False)
+                                access_log=False, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

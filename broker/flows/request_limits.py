@@ -1,0 +1,73 @@
+"""Rate limits on the endpoints that start logins, spend codes and check credentials: per client address and
+endpoint, and per registered OAuth client and endpoint. Over a limit: RateLimited (429, Retry-After)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.clients import ClientRegistry
+from broker.clock import Clock
+from broker.config import RateLimit, Settings
+from broker.errors import RateLimited
+from broker.store.ratelimit import Bucket, SharedLimiter
+
+IPV6_SUBJECT_PREFIX = 64  # one subscriber usually holds a whole /64: counting single addresses would not limit
+
+
+@dataclass(frozen=True)
+class LimitPolicy:
+    enabled: bool
+    per_address: Mapping[str, RateLimit]  # endpoint name -> limit per client address
+    per_client: RateLimit
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LimitPolicy:
+        login, oauth = settings.rate_limit_login, settings.rate_limit_oauth
+        return cls(enabled=settings.rate_limits,
+                   per_address={"login": login, "authorize": login, "callback": login, "token": oauth,
+                                "revoke": oauth, "introspect": oauth, "webhook": settings.rate_limit_webhook},
+                   per_client=settings.rate_limit_client)
+
+
+def address_subject(ip: str) -> str:
+    """What one bucket counts: an IPv4 address, or the /64 an IPv6 address belongs to."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, IPV6_SUBJECT_PREFIX), strict=False))
+    return str(address)
+
+
+def _bucket(name: str, limit: RateLimit) -> Bucket:
+    return Bucket(name, limit.requests, float(limit.period), limit.burst)
+
+
+class RequestLimits:
+    def __init__(self, limiter: SharedLimiter, clients: ClientRegistry, policy: LimitPolicy, clock: Clock) -> None:
+        self.limiter = limiter
+        self.clients = clients
+        self.policy = policy
+        self.clock = clock
+
+    async def check(self, endpoint: str, *, ip: str, client_id: str | None = None) -> None:
+        """Charge this request to its buckets (one round trip), or raise RateLimited with the wait.
+
+        `client_id` is the client the request names, authenticated or not: only registered ids get a bucket,
+        so made-up ids cannot fill Redis, while guessing a real client's secret is limited across addresses.
+        """
+        if not self.policy.enabled:
+            return
+        subject = address_subject(ip)
+        buckets = [_bucket(f"address:{endpoint}:{subject}", self.policy.per_address[endpoint])]
+        if client_id and self.clients.get(client_id) is not None:
+            buckets.append(_bucket(f"client:{endpoint}:{client_id}", self.policy.per_client))
+        wait = await self.limiter.take(tuple(buckets), self.clock.now())
+        if wait > 0:
+            raise RateLimited(retry_after=max(1, math.ceil(wait)),
+                              log_detail=f"{endpoint} limit for {subject}"
+                                         + (f" / client {client_id}" if len(buckets) > 1 else ""))
