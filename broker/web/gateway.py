@@ -1,17 +1,56 @@
-"""/auth/verify: the forward-auth check for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz."""
+"""/auth/verify: the forward-auth check for nginx auth_request, Traefik ForwardAuth and Envoy ext_authz (HTTP).
+
+One check, two ways in, so that nothing about the original request is ever guessed:
+  GET /auth/verify               nginx (original URL in X-Original-URL) and Traefik (X-Forwarded-Proto, -Host,
+                                 -Uri and -Method). Options are query parameters of the configured auth URL.
+  ANY /auth/verify/<path>        Envoy's HTTP ext_authz with path_prefix "/auth/verify": Envoy keeps the original
+                                 method, path, query and Host, so those describe the original request and the
+                                 query belongs to the app, never to us. Options come as headers Envoy adds.
+Allowed: 200 (Envoy allows on 200 only; nginx and Traefik on any 2xx) with `Authorization: Bearer <JWT>`,
+`X-Auth-Request-User` and `X-Auth-Request-Open-Id` for the upstream.
+Denied: 401 JSON with WWW-Authenticate and a Location hint (nginx redirects to it itself). In redirect mode
+(`?redirect=1`, or `X-Broker-Redirect: 1` from Envoy) a browser navigation gets a 302 to that Location instead,
+because Traefik and Envoy hand the broker's answer to the browser as it is.
+The original URL counts only from a trusted proxy, and becomes return_to only when it is on the allowlist.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.domain import IssuedToken
-from broker.errors import InvalidToken
+from broker.errors import InvalidRequest, InvalidReturnUrl, InvalidToken
+from broker.web.client_addr import HOST, forwarded
 from broker.web.cookies import read_session_cookie
 from broker.web.render import NO_STORE, json_error
 from broker.web.services import Services, services
+
+log = logging.getLogger("broker.gateway")
+
+ENVOY_PREFIX = "/auth/verify"
+REDIRECT_PARAMETER = "redirect"
+REDIRECT_HEADER = "x-broker-redirect"
+NAVIGATIONS = ("GET", "HEAD")  # a POST cannot be replayed after a login: it gets the 401
+
+
+@dataclass(frozen=True)
+class _Check:
+    original_url: str | None
+    method: str
+    redirect: bool
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value.lower() in ("", "0", "false"):
+        return False
+    if value.lower() in ("1", "true"):
+        return True
+    raise InvalidRequest(f"{name} must be 1 or 0.")
 
 
 def _bearer(request: Request) -> str | None:
@@ -20,11 +59,46 @@ def _bearer(request: Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _login_hint(svc: Services, request: Request) -> str:
-    # nginx passes the original URL in X-Original-URL; /login re-checks it against the allowlist anyway.
-    original = request.headers.get("x-original-url")
-    query = f"?{urlencode({'return_to': original})}" if original else ""
-    return f"{svc.settings.issuer}/login{query}"
+def _forward_auth_original(request: Request) -> str | None:
+    view = forwarded(request)
+    if view.original_url:
+        return view.original_url
+    if view.proto and view.host and view.uri:
+        return f"{view.proto}://{view.host}{view.uri}"
+    return None
+
+
+def _envoy_original(request: Request) -> str | None:
+    view = forwarded(request)
+    host = request.headers.get("host", "")
+    if not view.peer_trusted or view.proto is None or not HOST.fullmatch(host):
+        return None
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw_path.decode("latin-1")[len(ENVOY_PREFIX):] or "/"
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{view.proto}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def _login_url(svc: Services, original: str | None) -> str:
+    login = f"{svc.settings.issuer}/login"
+    if original is None:
+        return login
+    try:
+        return_to = svc.login.return_urls.check(original)
+    except InvalidReturnUrl:
+        # Not an error for the visitor: they still sign in, and land on the broker's home page.
+        log.info("gateway: the original URL's origin %r is not on BROKER_ALLOWED_RETURN_URLS",
+                 urlsplit(original).netloc)
+        return login
+    return f"{login}?{urlencode({'return_to': return_to})}"
+
+
+def _denied(svc: Services, request: Request, check: _Check, error: InvalidToken) -> Response:
+    location = _login_url(svc, check.original_url)
+    navigation = check.method in NAVIGATIONS and "text/html" in request.headers.get("accept", "").lower()
+    if check.redirect and navigation:
+        return Response(status_code=302, headers={**NO_STORE, "Location": location})
+    return json_error(error, extra_headers={"Location": location})
 
 
 def _allowed(token: str, claims: dict[str, object]) -> Response:
@@ -37,18 +111,33 @@ def _allowed(token: str, claims: dict[str, object]) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-async def verify(request: Request) -> Response:
-    """200 with a fresh broker JWT for the upstream, or 401. A cookie costs one Redis round trip."""
+async def _verify(request: Request, check: _Check) -> Response:
+    """200 with a fresh broker JWT for the upstream, or a denial. A cookie costs one Redis round trip."""
     svc = services(request)
     bearer = _bearer(request)
     if bearer is not None:
         try:
             claims = await svc.tokens.check_access_token(bearer)
         except InvalidToken as error:
-            return json_error(error, extra_headers={"Location": _login_hint(svc, request)})
+            return _denied(svc, request, check, error)
         return _allowed(bearer, claims)
     session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
     if session is None:
-        return json_error(InvalidToken("No valid session."), extra_headers={"Location": _login_hint(svc, request)})
+        return _denied(svc, request, check, InvalidToken("No valid session."))
     issued: IssuedToken = svc.sessions.access_token_for(session)
     return _allowed(issued.token, issued.claims)
+
+
+async def verify(request: Request) -> Response:
+    """GET /auth/verify, for nginx auth_request and Traefik ForwardAuth."""
+    view = forwarded(request)
+    check = _Check(_forward_auth_original(request), view.method or request.method,
+                   _flag(request.query_params.get(REDIRECT_PARAMETER), REDIRECT_PARAMETER))
+    return await _verify(request, check)
+
+
+async def verify_envoy(request: Request) -> Response:
+    """Any method on /auth/verify/<original path>, for Envoy's HTTP ext_authz (path_prefix /auth/verify)."""
+    check = _Check(_envoy_original(request), request.method,
+                   _flag(request.headers.get(REDIRECT_HEADER), "X-Broker-Redirect"))
+    return await _verify(request, check)

@@ -1,6 +1,6 @@
 """The route table: one line per path. openapi.yaml mirrors it (a test keeps the two identical).
 
-Starlette tries the routes in order, so the gateway check, which most requests are, comes first."""
+Starlette tries the routes in order, so the gateway checks, which most requests are, come first."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from broker.web import account, gateway, health, oauth, oidc, pages, tiktok_prox
 
 ROUTES = [
     Route("/auth/verify", gateway.verify, methods=["GET"]),
+    Route("/auth/verify/{path:path}", gateway.verify_envoy, methods=["GET", "POST", "PUT", "PATCH", "DELETE",
+                                                                     "OPTIONS"]),
     Route("/", pages.home, methods=["GET"]),
     Route("/login", pages.login, methods=["GET"]),
     Route("/callback", pages.callback, methods=["GET"]),

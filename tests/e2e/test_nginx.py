@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from ipaddress import ip_network
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,9 +83,9 @@ class Nginx:
 
 
 @contextmanager
-def run_nginx(workdir: Path, *, broker: str, app: str) -> Iterator[Nginx]:
+def run_nginx(workdir: Path, *, broker: str, app: str, port: int | None = None) -> Iterator[Nginx]:
     binary = nginx_path()
-    port = free_port()
+    port = port or free_port()
     conf = render(workdir, listen=port, broker=broker, app=app)
     args = [binary, "-e", "stderr", "-p", str(workdir), "-c", str(conf),
             "-g", f"daemon off; pid {workdir / 'nginx.pid'}; error_log stderr;"]
@@ -129,10 +130,14 @@ def app_server() -> Iterator[ThreadedServer]:
 @pytest.fixture
 def gated(base_settings: Settings, tmp_path: Path, app_server: ThreadedServer) -> Iterator[tuple[Stack, Nginx]]:
     nginx_path()  # skip (or fail in CI) before starting anything
-    stack, servers = start_stack(base_settings)
+    port = free_port()
+    # nginx calls the broker from 127.0.0.1: trusting it makes its X-Original-URL the login's return_to, which
+    # the broker still checks against the allowlist (this site's origin is on it).
+    stack, servers = start_stack(base_settings.with_overrides(
+        trusted_proxies=(ip_network("127.0.0.1/32"),), allowed_return_urls=(f"http://127.0.0.1:{port}",)))
     try:
         with run_nginx(tmp_path, broker=f"127.0.0.1:{stack.broker.port}",
-                       app=f"127.0.0.1:{app_server.port}") as proxy:
+                       app=f"127.0.0.1:{app_server.port}", port=port) as proxy:
             yield stack, proxy
     finally:
         for server in servers:
@@ -195,3 +200,15 @@ def test_an_unreachable_broker_is_a_503_with_retry_after(tmp_path: Path, app_ser
         assert response.status_code == 503
         assert response.headers["retry-after"] == "5"
         assert "location" not in response.headers
+
+
+def test_an_anonymous_browser_signs_in_and_lands_on_the_page_it_asked_for(gated: tuple[Stack, Nginx],
+                                                                          browser: Browser) -> None:
+    _, proxy = gated
+    original = f"{proxy.url}/reports/weekly?team=a"
+    consent = browser.get(original)  # nginx -> the broker's /login -> TikTok's consent page
+    assert consent.status_code == 200 and "request_id" in consent.text
+    page = browser.consent(consent, user=ALICE)  # -> /callback -> back through nginx to the app
+    assert page.status_code == 200 and str(page.url) == original
+    assert page.json()["path"] == "/reports/weekly" and page.json()["query"] == "team=a"
+    assert page.json()["headers"]["x-auth-request-open-id"] == ALICE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 
 import httpx
@@ -46,13 +47,23 @@ async def test_unknown_paths_and_methods_answer_json_errors(client: httpx.AsyncC
     assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
 
 
-async def test_verify_without_credentials_is_401_with_login_hint(client: httpx.AsyncClient) -> None:
-    response = await client.get("/auth/verify", headers={"X-Original-URL": "https://app.example.com/x"})
+async def test_verify_without_credentials_is_401_with_login_hint(base_settings: Settings) -> None:
+    # The in-process client's address is 127.0.0.1: a trusted gateway's X-Original-URL becomes return_to.
+    app = create_app(base_settings.with_overrides(trusted_proxies=(ip_network("127.0.0.1/32"),)))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as gateway:
+        response = await gateway.get("/auth/verify", headers={"X-Original-URL": "https://app.example.com/x"})
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_token"
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert response.headers["location"] == (
         "http://127.0.0.1:8080/login?return_to=https%3A%2F%2Fapp.example.com%2Fx")
+
+
+async def test_verify_ignores_an_untrusted_callers_original_url(client: httpx.AsyncClient) -> None:
+    response = await client.get("/auth/verify", headers={"X-Original-URL": "https://app.example.com/x"})
+    assert response.status_code == 401
+    assert response.headers["location"] == "http://127.0.0.1:8080/login"
 
 
 async def test_verify_rejects_forged_and_garbage_bearers(client: httpx.AsyncClient) -> None:
