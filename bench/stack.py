@@ -86,6 +86,7 @@ class Stack:
             "BROKER_TIKTOK_API_URL": self.emulator_url,
             "BROKER_TIKTOK_SCOPES": SCOPES,
             "BROKER_TIKTOK_TIMEOUT": "10",
+            "BROKER_RATE_LIMITS": "off",  # every load comes from 127.0.0.1: measure the work, not the limiter
         })
         return env
 
