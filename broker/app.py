@@ -152,7 +152,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                                               user_rate=settings.tiktok_proxy_user_rate,
                                               client_rate=settings.tiktok_proxy_client_rate,
                                               timeout=settings.tiktok_timeout), metrics=metrics)
-    limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock)
+    limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock,
+                           metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,

@@ -12,9 +12,17 @@ from broker.clients import ClientRegistry
 from broker.clock import Clock
 from broker.config import RateLimit, Settings
 from broker.errors import RateLimited
+from broker.metrics import Metrics
 from broker.store.ratelimit import Bucket, SharedLimiter
 
 IPV6_SUBJECT_PREFIX = 64  # one subscriber usually holds a whole /64: counting single addresses would not limit
+# The route template of each limited endpoint: the `endpoint` label of the rate-limited counter, as the request
+# metrics name the route.
+ROUTES = {"login": "/login", "authorize": "/authorize", "callback": "/callback", "token": "/oauth/token",
+          "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok"}
+# The `key_kind` label: what the refusing bucket counts.
+ADDRESS_KIND = "ip"
+CLIENT_KIND = "client"
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,13 @@ def _bucket(name: str, limit: RateLimit) -> Bucket:
 
 
 class RequestLimits:
-    def __init__(self, limiter: SharedLimiter, clients: ClientRegistry, policy: LimitPolicy, clock: Clock) -> None:
+    def __init__(self, limiter: SharedLimiter, clients: ClientRegistry, policy: LimitPolicy, clock: Clock,
+                 metrics: Metrics | None = None) -> None:
         self.limiter = limiter
         self.clients = clients
         self.policy = policy
         self.clock = clock
+        self.metrics = metrics or Metrics()
 
     async def check(self, endpoint: str, *, ip: str, client_id: str | None = None) -> None:
         """Charge this request to its buckets (one round trip), or raise RateLimited with the wait.
@@ -63,11 +73,15 @@ class RequestLimits:
         if not self.policy.enabled:
             return
         subject = address_subject(ip)
-        buckets = [_bucket(f"address:{endpoint}:{subject}", self.policy.per_address[endpoint])]
+        kinds, buckets = [ADDRESS_KIND], [_bucket(f"address:{endpoint}:{subject}", self.policy.per_address[endpoint])]
         if client_id and self.clients.get(client_id) is not None:
+            kinds.append(CLIENT_KIND)
             buckets.append(_bucket(f"client:{endpoint}:{client_id}", self.policy.per_client))
-        wait = await self.limiter.take(tuple(buckets), self.clock.now())
+        waits = await self.limiter.take_each(tuple(buckets), self.clock.now())
+        wait, kind = max(zip(waits, kinds, strict=True))
         if wait > 0:
+            # Counted once per refused request, under the bucket that decides how long the caller must wait.
+            self.metrics.count_rate_limited(ROUTES[endpoint], kind)
             raise RateLimited(retry_after=max(1, math.ceil(wait)),
                               log_detail=f"{endpoint} limit for {subject}"
                                          + (f" / client {client_id}" if len(buckets) > 1 else ""))

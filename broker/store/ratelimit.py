@@ -111,6 +111,10 @@ class SharedLimiter:
 
     async def take(self, buckets: tuple[Bucket, ...], now: float) -> float:
         """Charge every bucket that allows the request: 0.0 when all did, else the longest wait in seconds."""
+        return max(await self.take_each(buckets, now), default=0.0)
+
+    async def take_each(self, buckets: tuple[Bucket, ...], now: float) -> tuple[float, ...]:
+        """As `take`, answering each bucket's wait in seconds (0.0: it allowed the request and was charged)."""
         now_ms = math.floor(now * 1000)
         async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
             for bucket in buckets:
@@ -118,4 +122,4 @@ class SharedLimiter:
                 pipe.eval(GCRA_ONE, 1, self.key(bucket.name), now_ms, interval,
                           interval * (bucket.burst or bucket.limit))
             waits = await pipe.execute()
-        return max((int(wait) for wait in waits), default=0) / 1000
+        return tuple(int(wait) / 1000 for wait in waits)

@@ -19,6 +19,7 @@ from broker.store.embedded import free_port
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_login import log_in
 from tests.support.browser import Browser
+from tests.support.metrics import scrape
 
 TWO = RateLimit(2, 60, 2)
 WEBAPP_SECRET = "webapp-secret-0123456789-abcdefghijklmnopq"
@@ -76,6 +77,11 @@ def call(stack: Stack, endpoint: str, **headers: str) -> httpx.Response:
 
 BROWSER_ENDPOINTS = ("login", "callback", "authorize")
 API_ENDPOINTS = ("token", "revoke", "introspect", "webhook")
+# Each endpoint's route template, as /metrics labels it.
+ROUTE = {"login": "/login", "callback": "/callback", "authorize": "/authorize", "token": "/oauth/token",
+         "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok"}
+REFUSED = "broker_rate_limited_total"
+REQUESTS = "broker_http_request_duration_seconds"
 
 
 def test_every_limited_endpoint_answers_429_with_retry_after_in_its_own_shape(run: Callable[..., Stack]) -> None:
@@ -97,6 +103,14 @@ def test_every_limited_endpoint_answers_429_with_retry_after_in_its_own_shape(ru
     # Endpoints that are not limited stay open to the same address.
     assert httpx.get(f"{stack.broker.url}/.well-known/jwks.json").status_code == 200
 
+    # Each refusal is counted once, under the route the request metrics name and the address bucket.
+    seen = scrape(stack.broker.url)
+    for endpoint in BROWSER_ENDPOINTS + API_ENDPOINTS:
+        assert seen.value(REFUSED, endpoint=ROUTE[endpoint], key_kind="ip") == 1, endpoint
+        assert seen.value(REFUSED, endpoint=ROUTE[endpoint], key_kind="client") == 0, endpoint
+        method = "GET" if endpoint in BROWSER_ENDPOINTS else "POST"
+        assert seen.count(REQUESTS, route=ROUTE[endpoint], method=method, status="429") == 1, endpoint
+
 
 def test_a_bucket_refills_after_retry_after(run: Callable[..., Stack]) -> None:
     stack = run(rate_limit_oauth=RateLimit(1, 2, 1))  # one request per 2 s
@@ -112,6 +126,9 @@ def test_a_registered_client_is_limited_over_all_its_addresses(run: Callable[...
     answers = [call(stack, "introspect", x_forwarded_for=f"198.51.100.{n}").status_code for n in range(4)]
     assert answers == [401, 401, 401, 429]  # wrong secret three times from three addresses, then limited
     assert call(stack, "token", x_forwarded_for="198.51.100.9").status_code == 400  # another endpoint's bucket
+    seen = scrape(stack.broker.url)
+    assert seen.value(REFUSED, endpoint="/oauth/introspect", key_kind="client") == 1
+    assert seen.value(REFUSED, endpoint="/oauth/introspect", key_kind="ip") == 0
 
 
 def test_the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(

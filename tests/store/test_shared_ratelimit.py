@@ -63,6 +63,7 @@ async def test_buckets_are_charged_independently_and_the_longest_wait_wins(clien
     assert await limiter.take((tight, loose), NOW) == 0.0
     assert await limiter.take((tight, loose), NOW) == 30.0
     assert await limiter.take((loose,), NOW) == 0.0  # the refused call above still charged `loose`: 3rd fits
+    assert await limiter.take_each((loose, tight), NOW) == (0.0, 30.0)  # each bucket's own wait, in order
 
 
 async def test_request_limits_count_addresses_ipv6_networks_and_registered_clients(client: RedisClient) -> None:
