@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from broker.config import Settings
+from broker.config import RateLimit, Settings
 from tests.e2e.conftest import Stack, start_stack
 from tests.support.people import Person, age_grant, sign_in
 
@@ -32,6 +32,9 @@ FATES = {"keep": 4, "logout": 2, "revoke_family": 2, "revoke_access": 1, "logout
 ENDS_EVERY_SESSION = ("logout_everywhere", "delete")
 # Keys allowed to live without a TTL: user records, the open_id index, and the broker's shared structures
 # (the events stream and its outbox, the durable TikTok revocation queue, the refresh-ahead expiry index).
+# The broker's own rate limits stay on (their buckets must expire like everything else), but every request of
+# the soak comes from 127.0.0.1: at most 1000 a second per endpoint is far above what it sends.
+LOAD = RateLimit(60_000, 60, 60_000)
 SHARED_STRUCTURES = {"broker:{events}", "broker:{events}:out:deliveries", "broker:{events}:out:due",
                      "broker:{events}:out:stats", "broker:revoke:queue", "broker:tiktok:expiry"}
 NO_TTL_ALLOWED = re.compile(r"^broker:(\{u:[A-Za-z0-9_-]{22}\}:user|oid:[0-9a-f]{64}|\{events\}(:out:.+)?"
@@ -72,7 +75,9 @@ class Soak:
 def soak(base_settings: Settings) -> Iterator[Soak]:
     # TikTok's own limit (600 user-info calls a minute) is not what this test is about; on a fast run the mix
     # of logins and proxied calls would reach it and turn logins into 503s.
-    running, servers = start_stack(base_settings, rate_limit_per_minute=100_000)
+    running, servers = start_stack(base_settings.with_overrides(
+        rate_limit_login=LOAD, rate_limit_oauth=LOAD, rate_limit_webhook=LOAD, rate_limit_client=LOAD),
+        rate_limit_per_minute=100_000)
     yield Soak(running, random.randrange(1 << 30))
     for server in servers:
         server.stop()
@@ -231,8 +236,9 @@ def test_soak_mixed_traffic_loses_nothing_and_leaks_nothing(soak: Soak, redis_sy
     while redis_sync.exists("broker:revoke:queue") and time.monotonic() < deadline:
         time.sleep(0.2)
     # What is left: the hashed denylist entry of each deleted user (TTL-bound), the short-lived marker in each
-    # deleted account's slot (it stops a racing login from writing into it), and the broker's shared structures
-    # (the events stream holds each user.deleted event, by design). Nothing else in any user's slot.
+    # deleted account's slot (it stops a racing login from writing into it), the rate-limit buckets of the client
+    # address (TTL-bound, in no user's slot), and the broker's shared structures (the events stream holds each
+    # user.deleted event, by design). Nothing else in any user's slot.
     left = sorted(redis_sync.scan_iter(count=1000))
     deleted = users | {life.person.sub for life in soak.lives if life.fate == "delete"}
     denied = [key for key in left if key.startswith("broker:deny:sub:")]
@@ -240,5 +246,8 @@ def test_soak_mixed_traffic_loses_nothing_and_leaks_nothing(soak: Soak, redis_sy
     markers = [key for key in left if key.endswith(":deleted")]
     assert markers == sorted(f"broker:{{u:{sub}}}:deleted" for sub in deleted)
     assert all(0 < redis_sync.pttl(key) <= 120_000 for key in markers)
-    assert set(left) - set(denied) - set(markers) <= SHARED_STRUCTURES, sorted(set(left) - set(denied))[:10]
+    buckets = [key for key in left if key.startswith("broker:{rl:")]
+    assert all(redis_sync.pttl(key) != -1 for key in buckets)  # each expires (or has already)
+    rest = set(left) - set(denied) - set(markers) - set(buckets)
+    assert rest <= SHARED_STRUCTURES, sorted(rest)[:10]
     assert redis_sync.zcard("broker:tiktok:expiry") == 0 and redis_sync.zcard("broker:revoke:queue") == 0
