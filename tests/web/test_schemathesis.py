@@ -9,8 +9,9 @@ fields that name a token, a code, a form token, a TikTok path or a webhook signa
 so generation reaches past the 401s. No answer may be a 5xx, and every answer must be documented: status
 code, media type, body schema and headers.
 
-Two more runs hold the spec to what generation cannot reach: the steps of real sign-ins (TikTok's redirect
-back, a cancelled consent, the OpenID flow through TikTok), and a broker whose Redis is unreachable.
+Three more runs hold the spec to what generation cannot reach: the steps of real sign-ins (TikTok's redirect
+back, a cancelled consent, the OpenID flow through TikTok), a broker whose Redis is unreachable, and a broker
+with tiny rate limits behind a trusted gateway (each limited endpoint's 429, the gateway check's redirect mode).
 
 Hypothesis runs derandomized with a handful of examples per operation: the run is bounded and repeatable.
 """
@@ -22,6 +23,7 @@ import hmac
 import time
 import zlib
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,11 +44,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from broker.clock import SystemClock
-from broker.config import Secret, Settings
+from broker.config import RateLimit, Secret, Settings
 from broker.signing.keyring import create_key
 from broker.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import vault_key
 from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.test_rate_limits import API_ENDPOINTS, BROWSER_ENDPOINTS, call
 from tests.support import credentials
 from tests.support.browser import Browser
 from tests.support.credentials import Person, basic, sign_in
@@ -61,6 +64,9 @@ DESTRUCTIVE = {"POST /logout", "DELETE /account", "POST /account/delete", "POST 
 # The TikTok path each proxied method is sent to once credentials are real (PUT and the others: TikTok's 405).
 TIKTOK_PATHS = {"GET": "v2/user/info/", "POST": "v2/video/list/"}
 SESSION = "broker_session"  # the session cookie's name on a loopback http issuer
+# Every case comes from 127.0.0.1 and many sign in: the limits stay on (their path is exercised) but so high
+# (1000 a second per endpoint) that no generated case is refused for the rate of the run.
+LOAD = RateLimit(60_000, 60, 60_000)
 
 
 def loopback_spec() -> dict[str, Any]:
@@ -93,7 +99,8 @@ def stack_settings(home: Path, redis_url: str) -> Settings:
                     keys_dir=home / "keys", vault_keys=(vault_key(),), tiktok_client_key="emulator-client-key",
                     tiktok_client_secret=Secret("emulator-client-secret"), tiktok_timeout=3.0,
                     allowed_return_urls=("https://app.example.com",),
-                    clients_file=credentials.write_clients_file(home / "clients.yaml"))
+                    clients_file=credentials.write_clients_file(home / "clients.yaml"),
+                    rate_limit_login=LOAD, rate_limit_oauth=LOAD, rate_limit_webhook=LOAD, rate_limit_client=LOAD)
 
 
 def running(settings_: Settings) -> Iterator[Stack]:
@@ -119,6 +126,15 @@ def person(live: Stack) -> Iterator[Person]:
 def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A broker whose Redis does not answer (nothing listens on its port)."""
     yield from running(stack_settings(tmp_path_factory.mktemp("outage"), f"redis://127.0.0.1:{free_port()}/0"))
+
+
+@pytest.fixture(scope="module")
+def strict(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One request per endpoint and address a minute, and 127.0.0.1 a trusted gateway."""
+    one = RateLimit(1, 60, 1)
+    base = stack_settings(tmp_path_factory.mktemp("strict"), redis_server.url)
+    yield from running(base.with_overrides(redis_prefix="strict:", rate_limit_login=one, rate_limit_oauth=one,
+                                           rate_limit_webhook=one, trusted_proxies=(ip_network("127.0.0.1/32"),)))
 
 
 def identity_of(case: Any) -> str:
@@ -258,3 +274,29 @@ def test_the_steps_of_real_sign_ins_are_documented(live: Stack) -> None:
     finally:
         fresh.close()
         newcomer.close()
+
+
+def test_rate_limited_and_redirected_answers_are_documented(strict: Stack) -> None:
+    issuer = strict.broker.url
+    answers = []
+    for endpoint in BROWSER_ENDPOINTS + API_ENDPOINTS:
+        call(strict, endpoint)
+        refused = call(strict, endpoint)
+        assert refused.status_code == 429, (endpoint, refused.text)
+        answers.append(refused)
+    page, original = {"Accept": "text/html"}, "https%3A%2F%2Fapp.example.com%2Finbox%3Fx%3D1"
+    traefik = httpx.get(f"{issuer}/auth/verify", params={"redirect": "1"}, headers={
+        **page, "X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com",
+        "X-Forwarded-Uri": "/inbox?x=1"})
+    envoy = {**page, "X-Broker-Redirect": "1", "X-Forwarded-Proto": "https", "Host": "app.example.com"}
+    navigation = httpx.get(f"{issuer}/auth/verify/inbox", params={"x": "1"}, headers=envoy)
+    form_post = httpx.post(f"{issuer}/auth/verify/inbox", params={"x": "1"}, headers=envoy)
+    assert [traefik.status_code, navigation.status_code, form_post.status_code] == [302, 302, 401]
+    for answer in (traefik, navigation, form_post):
+        assert answer.headers["location"] == f"{issuer}/login?return_to={original}"
+    assert len(validate_flow([*answers, traefik], issuer)) == len(answers) + 1
+    for answer in (navigation, form_post):
+        operation = schema.find_operation_by_path(answer.request.method, answer.request.url.path)
+        assert operation is not None and operation.path == "/auth/verify/{path}"
+        operation.Case(method=answer.request.method, path_parameters={"path": "inbox"}).validate_response(
+            answer, checks=CHECKS)
