@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 import redis
@@ -59,9 +59,24 @@ class _Topology:
     def credentials(self, user: str = USER, password: str | None = None) -> str:
         return f"{quote(user)}:{quote(self.password if password is None else password)}@"
 
+    def start(self) -> None:
+        raise NotImplementedError
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+
+    def __enter__(self) -> Self:
+        """Started, or stopped again if the start failed half-way."""
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # Redis Cluster.
@@ -82,17 +97,6 @@ class ClusterTopology(_Topology):
     @property
     def nodes(self) -> list[RedisProcess]:
         return [*self.masters, *self.replicas]
-
-    def __enter__(self) -> ClusterTopology:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         for node in self.nodes:
@@ -227,17 +231,6 @@ class SentinelTopology(_Topology):
                 f"sentinel sentinel-user {USER}", f"sentinel sentinel-pass {self.password}",
                 f"sentinel down-after-milliseconds {SERVICE} 2000", f"sentinel failover-timeout {SERVICE} 10000"]
 
-    def __enter__(self) -> SentinelTopology:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         master, *replicas = self.data
         master.start().wait_ready()
@@ -345,16 +338,8 @@ class StandaloneServer(_Topology):
         self.socket = self.directory / "server" / "redis.sock"
         self.server = self._process("server", settings=[f"unixsocket {self.socket}", "unixsocketperm 700"])
 
-    def __enter__(self) -> StandaloneServer:
-        try:
-            self.server.start().wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def start(self) -> None:
+        self.server.start().wait_ready()
 
 
 # The shared server of the whole test run.
