@@ -1,6 +1,7 @@
 """`python -m bench.serve_bare --port N`: the floor, Starlette routes that answer 200 and do nothing else.
 
-`GET /auth/verify` answers an empty 200. `POST /oauth/token` reads its body and answers a fixed JSON body
+`GET /auth/verify` answers an empty 200; with BENCH_BARE_ANSWER_HEADERS set (JSON), a 200 with those headers,
+the broker's answer without the broker's work. `POST /oauth/token` reads its body and answers a fixed JSON body
 shaped and sized like the broker's token response (an ES256 access token on a loopback issuer, a refresh
 token of the broker's format), with the same no-store headers, so a chained refresh driver can run against
 it unchanged: it always hands back the same refresh token.
@@ -9,6 +10,7 @@ it unchanged: it always hands back the same refresh token.
 from __future__ import annotations
 
 import json
+import os
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,8 +29,13 @@ TOKEN_RESPONSE = json.dumps(
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+# Set by the stack for the "same answer" floor: the headers the broker's /auth/verify answered, as JSON.
+ANSWER_HEADERS = "BENCH_BARE_ANSWER_HEADERS"
+
+
 async def verify(request: Request) -> Response:
-    return Response(status_code=200)
+    headers = request.app.state.answer_headers
+    return Response(status_code=200, headers=headers) if headers else Response(status_code=200)
 
 
 async def token(request: Request) -> Response:
@@ -37,8 +44,10 @@ async def token(request: Request) -> Response:
 
 
 def create_bare_app() -> Starlette:
-    return Starlette(routes=[Route("/auth/verify", verify, methods=["GET"]),
-                             Route("/oauth/token", token, methods=["POST"])])
+    app = Starlette(routes=[Route("/auth/verify", verify, methods=["GET"]),
+                            Route("/oauth/token", token, methods=["POST"])])
+    app.state.answer_headers = json.loads(os.environ.get(ANSWER_HEADERS) or "{}")
+    return app
 
 
 def main() -> None:

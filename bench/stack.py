@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -125,6 +126,12 @@ class Stack:
     def bare(self) -> ServerProcess:
         return self._start(ServerProcess("bare", "bench.serve_bare", free_port(), log_dir=self.workdir / "logs",
                                          ready_path="/auth/verify"))
+
+    def start_bare_answering(self, headers: dict[str, str]) -> ServerProcess:
+        """The bare app answering /auth/verify with these headers (the broker's answer, without its work)."""
+        env = {**os.environ, "BENCH_BARE_ANSWER_HEADERS": json.dumps(headers)}
+        return self._start(ServerProcess("bare-answer", "bench.serve_bare", free_port(), env=env,
+                                         log_dir=self.workdir / "logs", ready_path="/auth/verify"))
 
     @cached_property
     def emulator(self) -> ServerProcess:

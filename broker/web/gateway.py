@@ -17,6 +17,7 @@ The original URL counts only from a trusted proxy, and becomes return_to only wh
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
@@ -111,33 +112,34 @@ def _allowed(token: str, claims: dict[str, object]) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-async def _verify(request: Request, check: _Check) -> Response:
-    """200 with a fresh broker JWT for the upstream, or a denial. A cookie costs one Redis round trip."""
+async def _verify(request: Request, describe: Callable[[], _Check]) -> Response:
+    """200 with a fresh broker JWT for the upstream, or a denial. Most checks need no Redis round trip (the
+    session cache), and only a denial needs to know the original request (`describe`)."""
     svc = services(request)
     bearer = _bearer(request)
     if bearer is not None:
         try:
             claims = await svc.tokens.check_access_token(bearer)
         except InvalidToken as error:
-            return _denied(svc, request, check, error)
+            return _denied(svc, request, describe(), error)
         return _allowed(bearer, claims)
     session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
     if session is None:
-        return _denied(svc, request, check, InvalidToken("No valid session."))
+        return _denied(svc, request, describe(), InvalidToken("No valid session."))
     issued: IssuedToken = svc.sessions.access_token_for(session)
     return _allowed(issued.token, issued.claims)
 
 
 async def verify(request: Request) -> Response:
     """GET /auth/verify, for nginx auth_request and Traefik ForwardAuth."""
-    view = forwarded(request)
-    check = _Check(_forward_auth_original(request), view.method or request.method,
-                   _flag(request.query_params.get(REDIRECT_PARAMETER), REDIRECT_PARAMETER))
-    return await _verify(request, check)
+    # A bad value is refused even when the check would pass; most gateways send no query string at all.
+    redirect = request.scope["query_string"] != b"" and _flag(request.query_params.get(REDIRECT_PARAMETER),
+                                                               REDIRECT_PARAMETER)
+    return await _verify(request, lambda: _Check(_forward_auth_original(request),
+                                                 forwarded(request).method or request.method, redirect))
 
 
 async def verify_envoy(request: Request) -> Response:
     """Any method on /auth/verify/<original path>, for Envoy's HTTP ext_authz (path_prefix /auth/verify)."""
-    check = _Check(_envoy_original(request), request.method,
-                   _flag(request.headers.get(REDIRECT_HEADER), "X-Broker-Redirect"))
-    return await _verify(request, check)
+    redirect = _flag(request.headers.get(REDIRECT_HEADER), "X-Broker-Redirect")
+    return await _verify(request, lambda: _Check(_envoy_original(request), request.method, redirect))
