@@ -171,17 +171,22 @@ def _list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _seconds(low: int, high: int) -> Callable[[str], int]:
+def _whole(unit: str, low: int, high: int) -> Callable[[str], int]:
+    """A parser of whole numbers of `unit` between `low` and `high`, naming the unit in its problems."""
     def parse(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
-            raise ValueError(f"must be a whole number of seconds, got {value!r}") from None
+            raise ValueError(f"must be a whole number of {unit}, got {value!r}") from None
         if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high} seconds, got {number}")
+            raise ValueError(f"must be between {low} and {high} {unit}, got {number}")
         return number
 
     return parse
+
+
+def _seconds(low: int, high: int) -> Callable[[str], int]:
+    return _whole("seconds", low, high)
 
 
 def _boolean(value: str) -> bool:
@@ -229,24 +234,8 @@ def _api_paths(value: str) -> tuple[str, ...]:
     return paths
 
 
-def _rate(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of requests per minute, got {value!r}") from None
-    if not 1 <= number <= 1_000_000:
-        raise ValueError(f"must be between 1 and 1000000 requests per minute, got {number}")
-    return number
-
-
-def _cache_size(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"must be a whole number of entries, got {value!r}") from None
-    if not 0 <= number <= 10_000_000:
-        raise ValueError(f"must be between 0 (off) and 10000000 entries, got {number}")
-    return number
+_rate = _whole("requests per minute", 1, 1_000_000)
+_cache_size = _whole("entries (0: off)", 0, 10_000_000)
 
 
 def _networks(value: str) -> tuple[IPNetwork, ...]:
