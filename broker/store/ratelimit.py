@@ -86,8 +86,7 @@ class RateLimiter:
         keys = [*(self.key(user_id, bucket) for bucket in buckets), self.keys.short_lived(user_id)]
         args: list[int] = [math.floor(now * 1000)]
         for bucket in buckets:
-            period_ms = max(1, round(bucket.period * 1000))
-            args += [max(1, math.ceil(period_ms / max(1, bucket.limit))), period_ms]
+            args += [bucket.interval_ms(), max(1, round(bucket.period * 1000))]
         async with translated_errors():
             wait_ms = int(await self._script(keys=keys, args=args))
         return wait_ms / 1000
