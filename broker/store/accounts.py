@@ -10,21 +10,17 @@ import math
 from dataclasses import dataclass
 from typing import Any, cast
 
+from broker.store.families import END_RECORD
 from broker.store.keys import KeySpace
 from broker.store.redis import RedisClient, translated_errors
 
 # KEYS[1] the user's session index; ARGV[1] the user's key tag; ARGV[2] "all" or a sid to end with the
 # refresh families started from it. Returns the ended sids.
-END_SESSIONS = """
+END_SESSIONS = END_RECORD + """
 local tag = ARGV[1]
 local ended = {}
 local function finish(sid)
-  local key = tag .. ':s:' .. sid
-  local spent = redis.call('HGET', key, 'rt_prev')  -- the grace copy of a family's last rotation
-  if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
-  if redis.call('DEL', key) == 1 then table.insert(ended, sid) end
-  redis.call('DEL', tag .. ':rtu:' .. sid)
-  redis.call('ZREM', KEYS[1], sid)
+  if end_record(tag, sid) == 1 then table.insert(ended, sid) end
 end
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if ARGV[2] == 'all' or sid == ARGV[2]
@@ -38,18 +34,14 @@ return ended
 
 # Every key of one user, in one step, leaving only a short-lived marker that the account was deleted.
 # Returns {sessions, refresh families, tiktok grant (0|1), profile (0|1)}.
-DELETE_USER = """
+DELETE_USER = END_RECORD + """
 local tag = ARGV[1]
 local browser, families = 0, 0
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = tag .. ':s:' .. sid
-  local kind = redis.call('HGET', key, 'kind')
-  local spent = redis.call('HGET', key, 'rt_prev')
-  if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
-  if redis.call('DEL', key) == 1 then
+  local kind = redis.call('HGET', tag .. ':s:' .. sid, 'kind')
+  if end_record(tag, sid) == 1 then
     if kind == 'refresh' then families = families + 1 else browser = browser + 1 end
   end
-  redis.call('DEL', tag .. ':rtu:' .. sid)
 end
 for _, key in ipairs(redis.call('SMEMBERS', tag .. ':aux')) do redis.call('DEL', key) end
 local tokens = redis.call('DEL', tag .. ':tiktok')

@@ -21,7 +21,23 @@ from broker.store.vault import Vault, VaultError
 
 USED_KEPT = 128
 
-ROTATE = """
+# A Lua function for every script that ends a session or family record: the record, the hashes of its spent
+# refresh tokens, the sealed pair of its last rotation (named after the token that rotation replaced) and its
+# entry in the user's session index, all under the user's key tag (one slot). Returns 1 if the record existed.
+END_RECORD = """
+local function end_record(tag, sid)
+  local key = tag .. ':s:' .. sid
+  local spent = redis.call('HGET', key, 'rt_prev')
+  if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
+  redis.call('DEL', tag .. ':rtu:' .. sid)
+  redis.call('ZREM', tag .. ':sessions', sid)
+  return redis.call('DEL', key)
+end
+"""
+
+# KEYS: the family, its spent hashes, the grace copy named after the presented token, the user's session index.
+# ARGV[8]: the user's key tag.
+ROTATE = END_RECORD + """
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return {'unknown'} end
 local s = {}
@@ -30,10 +46,8 @@ local now = tonumber(ARGV[1])
 local presented = ARGV[2]
 local grace = tonumber(ARGV[5])
 local function revoke()
-  -- The grace copy of the last rotation is named after the token it replaced (same slot: the user's tag).
-  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. s['rt_prev']) end
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-  redis.call('ZREM', KEYS[4], s['sid'])
+  end_record(ARGV[8], s['sid'])
+  redis.call('DEL', KEYS[3])
 end
 if s['kind'] ~= 'refresh' or now >= tonumber(s['expires_at']) or now >= tonumber(s['idle_expires_at']) then
   if s['kind'] == 'refresh' then revoke() end
@@ -49,7 +63,7 @@ if presented == s['rt'] then
   redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
   -- Only the token just spent can be replayed, so the previous rotation's grace copy is useless from here on:
   -- drop it, so that the one named after rt_prev is the family's only one and ending the family finds it.
-  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. s['rt_prev']) end
+  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. ':rtg:' .. s['rt_prev']) end
   if grace > 0 then
     redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000))
   end
@@ -70,15 +84,8 @@ end
 return {'unknown'}
 """
 
-# End one family or session with what hangs off it: spent-token hashes and the sealed pair of its last rotation.
-END = """
-local spent = redis.call('HGET', KEYS[1], 'rt_prev')
-if spent and spent ~= '' then redis.call('DEL', ARGV[2] .. spent) end
-local deleted = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return deleted
-"""
+# KEYS: the record, its spent hashes, the user's session index (declared for Cluster routing); ARGV: tag, sid.
+END = END_RECORD + "return end_record(ARGV[1], ARGV[2])\n"
 
 
 def _ms(instant: float) -> int:
@@ -126,8 +133,7 @@ class Families:
                 grace_key, self.keys.user_sessions(session.user_id)]
         async with translated_errors():
             result = await self._rotate(keys=keys, args=[repr(now), presented_hash, new_hash, sealed, grace,
-                                                          idle_ttl, USED_KEPT,
-                                                          self.keys.refresh_grace(session.user_id, "")])
+                                                          idle_ttl, USED_KEPT, self.keys.user_tag(session.user_id)])
         status = str(result[0])
         if status != "replayed":
             return status, None
@@ -150,7 +156,7 @@ class Families:
         """Delete a session or family with everything that hangs off it."""
         keys = [self.keys.session(user_id, sid), self.keys.refresh_used(user_id, sid), self.keys.user_sessions(user_id)]
         async with translated_errors():
-            return bool(await self._end(keys=keys, args=[sid, self.keys.refresh_grace(user_id, "")]))
+            return bool(await self._end(keys=keys, args=[self.keys.user_tag(user_id), sid]))
 
     async def deny_jti(self, user_id: str, jti: str, until: float) -> None:
         """Denylist one access token until it expires; listed on the user so that deletion finds it."""
