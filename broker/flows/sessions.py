@@ -117,24 +117,18 @@ class SessionService:
         keys = [self.records.keys.session(user_id, sid), self.records.keys.user(user_id)]
         if cached_jti:
             keys.append(self.records.keys.denied_jti(user_id, cached_jti))
-        ticket = self._sessions.begin(keys)
-        try:
+        with self._sessions.reading(keys) as ticket:
             session, cached_revoked = await self.records.touch_session(
                 user_id, sid, now, self.policy.idle_ttl, self._touch_interval, cached_jti=cached_jti)
-        except BaseException:
-            self._sessions.abandon(ticket)
-            raise
-        if cached_revoked:
-            self.forget(sid)  # its JWT was revoked (RFC 7009): the next one is minted afresh
-        # The key name already binds user id and sid; comparing again guards against a corrupted record.
-        if session is None or session.kind != "browser" or not hmac.compare_digest(session.user_id, user_id):
-            self._sessions.abandon(ticket)
-            return None
-        if cached_revoked or self._jwt_cache.get(sid) is not cached:
-            self._sessions.abandon(ticket)  # the JWT changed meanwhile: cache after a read with the new one
-        else:
-            self._sessions.put(ticket, sid, CachedSession(session, now))
-        return session
+            if cached_revoked:
+                self.forget(sid)  # its JWT was revoked (RFC 7009): the next one is minted afresh
+            # The key name already binds user id and sid; comparing again guards against a corrupted record.
+            if session is None or session.kind != "browser" or not hmac.compare_digest(session.user_id, user_id):
+                return None
+            # Kept only if read with the JWT this process still hands out (else cached after a read with the new one).
+            if not cached_revoked and self._jwt_cache.get(sid) is cached:
+                self._sessions.put(ticket, sid, CachedSession(session, now))
+            return session
 
     def access_token_for(self, session: Session) -> IssuedToken:
         """The session's broker JWT, reused until REUSE_FRACTION of its life, never past the session's end."""

@@ -177,17 +177,12 @@ class TokenFlow:
         name = f"{sub}/{sid}/{jti}"
         if self._clean_tokens.get(name):
             return claims
-        ticket = self._clean_tokens.begin(self.families.access_state_keys(sub, sid, jti))
-        try:
+        with self._clean_tokens.reading(self.families.access_state_keys(sub, sid, jti)) as ticket:
             state = await self.families.access_state(sub, sid, jti)
-        except BaseException:
-            self._clean_tokens.abandon(ticket)
-            raise
-        if state != "ok":
-            self._clean_tokens.abandon(ticket)
-            self.metrics.denylist_hits.labels(DENYLIST_KINDS.get(state, state)).inc()
-            raise InvalidToken("The token has been revoked.", log_detail=state)
-        self._clean_tokens.put(ticket, name, True)
+            if state != "ok":
+                self.metrics.denylist_hits.labels(DENYLIST_KINDS.get(state, state)).inc()
+                raise InvalidToken("The token has been revoked.", log_detail=state)
+            self._clean_tokens.put(ticket, name, True)
         return claims
 
     async def session_for(self, claims: dict[str, object]) -> Session | None:

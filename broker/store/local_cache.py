@@ -1,16 +1,17 @@
 """A per-process cache of Redis reads, each entry dropped the moment Redis reports a write to a key it read.
 
-Use: `get(name)` first; on a miss take a `ticket = begin(keys)` naming every Redis key the read depends on, do
-the read, then `put(ticket, name, value)`. An invalidation of any of those keys that arrives while the read is in
-flight spoils the ticket, so a value that may already be stale is never stored (the usual client-side caching
-race). Nothing is served or stored unless the invalidation listener is live; when it is not, every call goes to
-Redis exactly as without a cache.
+Use: `get(name)` first; on a miss take a ticket (`with reading(keys) as ticket:`) naming every Redis key the
+read depends on, do the read, then `put(ticket, name, value)`. An invalidation of any of those keys that
+arrives while the read is in flight spoils the ticket, so a value that may already be stale is never stored
+(the usual client-side caching race). Nothing is served or stored unless the invalidation listener is live;
+when it is not, every call goes to Redis exactly as without a cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -92,9 +93,15 @@ class TrackedCache(Generic[V]):
             self.drop(oldest)
         return True
 
-    def abandon(self, ticket: Ticket) -> None:
-        """The read failed: forget the ticket."""
-        self._release(ticket)
+    @contextlib.contextmanager
+    def reading(self, keys: Iterable[str]) -> Iterator[Ticket]:
+        """A ticket for one read of these keys, released on the way out whether the value read was `put`, not
+        worth keeping, or never read (an error)."""
+        ticket = self.begin(keys)
+        try:
+            yield ticket
+        finally:
+            self._release(ticket)
 
     def drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
