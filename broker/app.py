@@ -52,6 +52,7 @@ from broker.store.revocations import RevocationQueue
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.tracking import InvalidationListener, tracked_prefixes, tracking_connector
 from broker.store.vault import Vault
+from broker.tasks import stop_tasks
 from broker.web.errors import EXCEPTION_HANDLERS
 from broker.web.request_id import RequestIdMiddleware
 from broker.web.request_metrics import RequestMetricsMiddleware
@@ -59,18 +60,6 @@ from broker.web.routes import ROUTES
 from broker.web.services import Services
 
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel background loops and wait for them. Cancelling again until each is done, because Python 3.11's
-    asyncio.wait_for (used inside redis-py) can swallow a cancellation that lands as a reply arrives."""
-    while pending := [task for task in tasks if not task.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.1)
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            task.result()
 
 
 def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,
@@ -176,7 +165,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
         try:
             yield
         finally:
-            await _stop(background)
+            await stop_tasks(background)
             await fresh_tokens.drain(grace=settings.tiktok_timeout)
             if owned_http:
                 await http.aclose()

@@ -20,6 +20,7 @@ from broker.errors import StoreUnavailable, UpstreamRejected, UpstreamUnavailabl
 from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.store.tiktok_tokens import TikTokTokenStore, VersionedTokens
+from broker.tasks import stop_tasks
 
 log = logging.getLogger("broker.upstream")
 
@@ -38,13 +39,6 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-async def _stopped(task: asyncio.Task[None]) -> None:
-    """Cancel a helper task and wait until it is done, cancelling again if redis-py swallowed the first."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.1)
 
 
 class UpstreamTokens:
@@ -221,7 +215,7 @@ class UpstreamTokens:
             log.warning("TikTok refresh for user %s discarded: the grant changed during the call", user_id)
             return await self._stored(user_id)
         finally:
-            await _stopped(keeper)
+            await stop_tasks([keeper])
             await self._release_quietly(user_id, fence)
 
     async def _after_rejection(self, user_id: str, presented: VersionedTokens) -> VersionedTokens:
