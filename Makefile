@@ -5,15 +5,21 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint lint-docker typecheck contracts check bench emulator clean
+.PHONY: help install dev test test-fast lint lint-docker typecheck contracts check bench emulator clean \
+        deps-lock deps-upgrade deps-latest
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11
+
+# Installs come from the locks only (requirements/, every package pinned with its hashes); our own package is
+# then installed on top without its dependencies and without build isolation, so that nothing unpinned is fetched.
+$(STAMP): requirements/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the broker with its development tools
@@ -44,5 +50,16 @@ bench: $(STAMP) ## benchmarks, each reported as a ratio to a baseline measured i
 emulator: $(STAMP) ## run only the TikTok emulator on 127.0.0.1:8081
 	$(VENV)/bin/broker emulator
 
+deps-lock: $(STAMP) ## recompile the locks after a change of dependencies in pyproject.toml (keeps other pins)
+	$(LOCK_COMPILE) pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
+
+deps-upgrade: $(STAMP) ## move every lock to the newest releases (then run `make check` and commit the locks)
+	$(LOCK_COMPILE) --upgrade pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) --upgrade pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
+
+deps-latest: ## lint, types and fast tests against the newest releases, in .venv-latest; reports, never fails
+	@.ci/deps-latest $(PYTHON)
+
 clean: ## remove the virtualenv, caches and local dev data
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .broker-dev
+	rm -rf $(VENV) .venv-latest .pytest_cache .mypy_cache .ruff_cache .hypothesis .broker-dev

@@ -83,7 +83,7 @@ def create_redis(url: str, **overrides: Any) -> RedisClient:
         sentinel_kwargs = {**_common_kwargs(), **_tls_kwargs(target), "username": target.sentinel_username,
                            "password": target.sentinel_password}
         del sentinel_kwargs["decode_responses"]  # redis-py parses the Sentinels' replies itself
-        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs,  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs,
                             **kwargs)
         return cast(Redis, sentinel.master_for(target.service_name, db=target.db,
                                                connection_pool_class=CurrentMasterPool))
