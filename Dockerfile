@@ -11,12 +11,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
+# Everything comes from the locks (pinned with hashes): the build backend into the build stage, the server's
+# dependencies into the runtime virtualenv, then the server's own wheel without dependencies.
+COPY requirements/build.txt requirements/server.txt ./requirements/
+RUN python -m pip install --require-hashes --no-deps -r requirements/build.txt
 COPY pyproject.toml README.md ./
 COPY broker ./broker
 # A virtualenv without pip (the build stage's pip installs into it), compiled here: the running container then
 # has no installer in it and never needs to write bytecode.
-RUN python -m venv --without-pip /opt/broker \
-    && python -m pip --python /opt/broker/bin/python install . \
+RUN python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && python -m venv --without-pip /opt/broker \
+    && python -m pip --python /opt/broker/bin/python install --require-hashes --no-deps -r requirements/server.txt \
+    && python -m pip --python /opt/broker/bin/python install --no-deps /wheels/*.whl \
     && /opt/broker/bin/python -m compileall -q /opt/broker/lib
 
 FROM base AS runtime

@@ -52,10 +52,12 @@ emulator: $(STAMP) ## run only the TikTok emulator on 127.0.0.1:8081
 
 deps-lock: $(STAMP) ## recompile the locks after a change of dependencies in pyproject.toml (keeps other pins)
 	$(LOCK_COMPILE) pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) requirements/build.in -o requirements/build.txt
 	$(LOCK_COMPILE) pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
 
 deps-upgrade: $(STAMP) ## move every lock to the newest releases (then run `make check` and commit the locks)
 	$(LOCK_COMPILE) --upgrade pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) --upgrade requirements/build.in -o requirements/build.txt
 	$(LOCK_COMPILE) --upgrade pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
 
 deps-latest: ## lint, types and fast tests against the newest releases, in .venv-latest; reports, never fails
