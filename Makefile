@@ -11,14 +11,17 @@ STAMP := $(VENV)/.installed-stamp
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11
+# The locks name every dependency but not our own three packages (they come from this working tree).
+LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+	--no-emit-package tiktok-broker --no-emit-package tiktok-broker-sdk --no-emit-package tiktok-broker-emulator
+PACKAGES = -e ./sdk -e ./emulator -e .
 
 # Installs come from the locks only (requirements/, every package pinned with its hashes); our own package is
 # then installed on top without its dependencies and without build isolation, so that nothing unpinned is fetched.
-$(STAMP): requirements/dev.txt pyproject.toml
+$(STAMP): requirements/dev.txt pyproject.toml sdk/pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation $(PACKAGES)
 	$(PY) -m pip check
 	@touch $(STAMP)
 
@@ -31,12 +34,12 @@ test: $(STAMP) ## run the whole test suite (real Redis, emulator over real HTTP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP) lint-docker ## ruff, and hadolint on the Dockerfile
-	$(VENV)/bin/ruff check broker tests bench
+	$(VENV)/bin/ruff check broker sdk emulator tests bench
 
 lint-docker: $(STAMP) ## hadolint on the Dockerfile (every finding fails; ignore one only inline, with a reason)
 	$(VENV)/bin/hadolint Dockerfile
 
-typecheck: $(STAMP) ## mypy, strict on broker/
+typecheck: $(STAMP) ## mypy, strict on the server, the SDK and the emulator
 	$(VENV)/bin/mypy
 
 contracts: $(STAMP) ## import-linter: the layering of ARCHITECTURE.md
@@ -51,14 +54,16 @@ emulator: $(STAMP) ## run only the TikTok emulator on 127.0.0.1:8081
 	$(VENV)/bin/broker emulator
 
 deps-lock: $(STAMP) ## recompile the locks after a change of dependencies in pyproject.toml (keeps other pins)
-	$(LOCK_COMPILE) pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) requirements/server.in -o requirements/server.txt
 	$(LOCK_COMPILE) requirements/build.in -o requirements/build.txt
-	$(LOCK_COMPILE) pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
+	$(LOCK_COMPILE) requirements/emulator.in -o requirements/emulator.txt
+	$(LOCK_COMPILE) requirements/dev.in -o requirements/dev.txt
 
 deps-upgrade: $(STAMP) ## move every lock to the newest releases (then run `make check` and commit the locks)
-	$(LOCK_COMPILE) --upgrade pyproject.toml -o requirements/server.txt
+	$(LOCK_COMPILE) --upgrade requirements/server.in -o requirements/server.txt
 	$(LOCK_COMPILE) --upgrade requirements/build.in -o requirements/build.txt
-	$(LOCK_COMPILE) --upgrade pyproject.toml requirements/tools.in --extra dev -o requirements/dev.txt
+	$(LOCK_COMPILE) --upgrade requirements/emulator.in -o requirements/emulator.txt
+	$(LOCK_COMPILE) --upgrade requirements/dev.in -o requirements/dev.txt
 
 deps-latest: ## lint, types and fast tests against the newest releases, in .venv-latest; reports, never fails
 	@.ci/deps-latest $(PYTHON)

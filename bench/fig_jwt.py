@@ -2,7 +2,7 @@
 
 The floor verifies the same signing input and signature with a pre-parsed public key; the signature is
 converted (ES256: raw r||s to DER) before timing, so the floor is the signature check and nothing else.
-`BrokerVerifier` (broker.verify, what downstream services run) gets the key ring's JWKS once before timing
+`BrokerVerifier` (broker_sdk, what downstream services run) gets the key ring's JWKS once before timing
 and is driven without an event loop: with a fresh JWKS its verify never waits, so the loop's own cost per
 call is left out.
 """
@@ -32,7 +32,7 @@ from bench.timing import calibrate, time_batch
 from broker.clock import SystemClock
 from broker.signing.keyring import KeyRing, create_key
 from broker.signing.tokens import TokenService
-from broker.verify import BrokerVerifier, JwksCache
+from broker_sdk import BrokerVerifier, JwksCache
 
 ALGORITHMS = ("ES256", "EdDSA", "RS256")
 ISSUER = "http://127.0.0.1:8080"
@@ -112,7 +112,7 @@ def _sides(alg: str, keys_dir: Path, cleanup: ExitStack) -> dict[str, Callable[[
 @dataclass(frozen=True)
 class AlgResult:
     broker_us: float  # TokenService.verify
-    library_us: float  # broker.verify's BrokerVerifier.verify
+    library_us: float  # broker_sdk's BrokerVerifier.verify
     seen_us: float  # TokenService.verify of a token it verified before
     floor_us: float
     ratio: float  # broker / floor, median of the per-round ratios
@@ -158,7 +158,7 @@ def run(stack: Stack, config: BenchConfig) -> FigureResult:
         headers=("alg", "verifier", "µs", "floor µs", "ratio to floor", "ratio range", "overhead µs"),
         rows=tuple(rows),
         notes=("TokenService = the broker's verify, its cache of verified tokens off; BrokerVerifier = "
-               "broker.verify's (downstream services), JWKS fetched before timing; floor = cryptography verify of "
+               "broker_sdk's (downstream services), JWKS fetched before timing; floor = cryptography verify of "
                "the same bytes, key pre-parsed",
                "seen before = TokenService as the broker runs it, on a token it has verified before: the signature "
                "is skipped, the claims and the key's presence are checked"),

@@ -15,11 +15,11 @@ import httpx
 
 from bench.stack import Broker
 from broker.clock import SystemClock
-from broker.emulator.config import DEFAULT_USERS
 from broker.providers.base import Provider
 from broker.providers.registry import create_provider
 from broker.providers.tiktok import new_code_verifier
 from broker.web.cookies import session_cookie_name
+from tiktok_emulator.config import DEFAULT_USERS
 
 REQUEST_ID = re.compile(r'name="request_id" value="([^"]+)"')
 USER = DEFAULT_USERS[0].open_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.serving import port_argument, serve
-from broker.emulator import EmulatorConfig, create_emulator_app
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 # Far above what a benchmark sends, so the user-info rate limit never answers for the broker.
 UNLIMITED = 1_000_000_000

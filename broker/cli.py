@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fail, parse_instant, settings_and_problems
 from broker.config import Settings, load_settings
@@ -66,6 +67,22 @@ def _uvicorn_server(app: object, host: str, port: int) -> object:
     return uvicorn.Server(config)
 
 
+EMULATOR_MISSING = ("it is a distribution of its own, for development and tests only: install it with "
+                    "`pip install -e ./emulator` from a checkout (`make install` does), or set BROKER_TIKTOK_API_URL "
+                    "and BROKER_TIKTOK_AUTHORIZE_URL to a TikTok of your own")
+
+
+def _emulator_package() -> tuple[Any, Any] | None:
+    """The emulator's config class and app factory, or None when the emulator is not installed."""
+    try:
+        from tiktok_emulator import EmulatorConfig, create_emulator_app
+    except ModuleNotFoundError as missing:
+        if missing.name != "tiktok_emulator":
+            raise
+        return None
+    return EmulatorConfig, create_emulator_app
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
@@ -96,8 +113,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     with _redis_for(settings) as ready:
         servers = [_uvicorn_server(create_app(ready), "127.0.0.1", args.port)]
         if emulate:
-            from broker.emulator import EmulatorConfig, create_emulator_app
-
+            emulator_package = _emulator_package()
+            if emulator_package is None:
+                return fail([EMULATOR_MISSING], "broker dev needs the TikTok emulator:")
+            EmulatorConfig, create_emulator_app = emulator_package
             # The emulated app has the broker's credentials: a key or secret set in the environment is honoured.
             emulator = create_emulator_app(EmulatorConfig(
                 client_key=ready.tiktok_client_key, client_secret=ready.tiktok_client_secret.reveal(),
@@ -109,8 +128,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
-    from broker.emulator import EmulatorConfig, create_emulator_app
-
+    emulator_package = _emulator_package()
+    if emulator_package is None:
+        return fail([EMULATOR_MISSING], "broker emulator needs the TikTok emulator:")
+    EmulatorConfig, create_emulator_app = emulator_package
     config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
                             public_url=args.public_url or f"http://{args.host}:{args.port}")
     _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])

@@ -13,7 +13,7 @@ from broker.clock import Clock
 from broker.domain import IssuedToken
 from broker.errors import InvalidToken
 from broker.signing.keyring import KeyRing
-from broker.verify.compact import (
+from broker_sdk.compact import (
     HeaderCache,
     MalformedToken,
     SignatureChecks,

@@ -16,9 +16,10 @@ import yaml
 
 from broker.cli import build_parser
 from broker.config import load_settings, production_problems
-from broker.emulator import EmulatorConfig
 from broker.store.redis import parse_redis_url
 from broker.web.routes import ROUTES
+from tiktok_emulator.__main__ import build_parser as emulator_parser
+from tiktok_emulator.__main__ import config_from as emulator_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
@@ -108,10 +109,10 @@ def test_redis_keeps_an_append_only_file_behind_a_password_the_broker_uses() -> 
 def test_the_emulator_is_registered_for_exactly_the_broker_it_serves() -> None:
     settings = load_settings(environment("broker"))
     emulator = service("emulator")
-    args = build_parser().parse_args(emulator["command"])
-    assert args.func.__name__ == "cmd_emulator"
-    config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
-                            public_url=args.public_url)  # validates the registration as the emulator will
+    assert emulator["build"]["target"] == "emulator"  # its own image, built from the Dockerfile's emulator stage
+    assert "FROM base AS emulator" in DOCKERFILE.read_text()
+    args = emulator_parser().parse_args(emulator["command"])
+    config = emulator_config(args)  # validates the registration as the emulator will
     assert config.redirect_uris == (settings.redirect_uri,)
     assert config.webhook_url == f"{settings.issuer}/webhooks/tiktok"
     assert (config.client_key, config.client_secret) == (settings.tiktok_client_key,
@@ -128,7 +129,7 @@ def test_ports_commands_and_health_checks_line_up() -> None:
     broker = service("broker")
     args = build_parser().parse_args(broker["command"])
     assert args.func.__name__ == "cmd_serve" and args.host == "0.0.0.0"  # noqa: S104 - inside the container
-    emulator_args = build_parser().parse_args(service("emulator")["command"])
+    emulator_args = emulator_parser().parse_args(service("emulator")["command"])
     published = {int(entry.split(":")[-1]): entry for entry in broker["ports"]}
     assert set(published) == {args.port, emulator_args.port}
     assert all(entry.startswith("127.0.0.1:") for entry in broker["ports"])  # a trial is not on the network

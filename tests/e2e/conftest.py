@@ -10,10 +10,10 @@ import pytest
 
 from broker.app import create_app
 from broker.config import Settings
-from broker.emulator import EmulatorConfig, create_emulator_app
 from broker.store.embedded import free_port
 from tests.support.browser import Browser
 from tests.support.servers import ThreadedServer
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 ALICE = "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f"
 

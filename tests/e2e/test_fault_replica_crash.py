@@ -26,12 +26,12 @@ import pytest
 import redis
 
 from broker.config import Settings
-from broker.emulator import EmulatorConfig, create_emulator_app, ids
 from broker.store.embedded import free_port
 from tests.cli import Running, production_env, running_broker
 from tests.conftest import vault_entry
 from tests.support.people import Person, age_grant, sign_in, stored_grant
 from tests.support.servers import ThreadedServer
+from tiktok_emulator import EmulatorConfig, create_emulator_app, ids
 
 TIMEOUT = "2"  # BROKER_TIKTOK_TIMEOUT of both replicas: a waiter outlasts a dead holder's lease within one request
 LEASE = "broker:{{u:{}}}:tiktok:lease"

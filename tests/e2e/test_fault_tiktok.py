@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from broker.config import Settings
-from broker.emulator import ids
 from tests.e2e.conftest import Stack, start_stack
 from tests.support.log_ids import record_log_ids
 from tests.support.people import Person, age_grant, sign_in, stored_grant
+from tiktok_emulator import ids
 
 TIMEOUT = 0.5  # BROKER_TIKTOK_TIMEOUT in these tests
 SLOW_MS = 2000  # how long a "latency" fault keeps TikTok silent: four times the timeout

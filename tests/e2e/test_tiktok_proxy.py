@@ -14,12 +14,12 @@ import httpx
 import pytest
 import redis.asyncio
 
-from broker.client import BrokerApiError, BrokerTikTok
 from broker.clients import secret_digest
 from broker.config import Settings
 from broker.store.keys import KeySpace
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
+from broker_sdk.tiktok import BrokerApiError, BrokerTikTok
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.e2e.test_login import log_in
 from tests.support.browser import Browser

@@ -18,7 +18,6 @@ from broker.app import create_app
 from broker.clock import SystemClock
 from broker.config import Settings
 from broker.domain import ProviderTokens
-from broker.emulator import EmulatorConfig, create_emulator_app
 from broker.flows.upstream import UpstreamTokens
 from broker.providers.registry import create_provider
 from broker.store.embedded import free_port
@@ -30,6 +29,7 @@ from tests.e2e.conftest import ALICE, Stack
 from tests.e2e.test_login import log_in
 from tests.support.browser import Browser
 from tests.support.servers import ThreadedServer
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 T = TypeVar("T")
 

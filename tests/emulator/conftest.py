@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from broker.clock import FrozenClock
-from broker.emulator import EmulatorConfig, create_emulator_app
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 from .support import REDIRECT, TikTok
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 from starlette.applications import Starlette
 
-from broker.emulator.state import EmulatorState
+from tiktok_emulator.state import EmulatorState
 
 REDIRECT = "http://127.0.0.1:8080/auth/tiktok/callback"
 # TikTok's own vector (Android SDK PKCEUtilsTest): challenge = lowercase hex SHA-256 of the verifier.

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from broker.emulator import EmulatorConfig
+from tiktok_emulator import EmulatorConfig
 
 from .conftest import MakeTikTok
 from .support import ALL_SCOPES, CHALLENGE, MARA, REDIRECT, TikTok, query_of, request_id_of

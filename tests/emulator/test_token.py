@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from broker.clock import FrozenClock
-from broker.emulator.pkce import hex_challenge
+from tiktok_emulator.pkce import hex_challenge
 
 from .conftest import MakeTikTok
 from .support import B64URL_CHALLENGE, KEY, MARA, REDIRECT, SECRET, TikTok

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from broker.clock import FrozenClock
-from broker.emulator.video_seed import seed_videos
-from broker.emulator.videos import VIDEO_FIELDS
+from tiktok_emulator.video_seed import seed_videos
+from tiktok_emulator.videos import VIDEO_FIELDS
 
 from .conftest import MakeTikTok
 from .support import MARA, TikTok

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from broker.emulator.webhooks import envelope, retry_delays, sign, signature_header
+from tiktok_emulator.webhooks import envelope, retry_delays, sign, signature_header
 
 from .conftest import MakeTikTok
 from .support import KEY, MARA, SECRET, TikTok

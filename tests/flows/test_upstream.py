@@ -14,7 +14,6 @@ import redis as redis_sync
 
 from broker.clock import FrozenClock, SystemClock
 from broker.domain import ProviderTokens
-from broker.emulator import EmulatorConfig, create_emulator_app
 from broker.errors import UpstreamRejected, UpstreamUnavailable
 from broker.flows.upstream import UpstreamTokens
 from broker.providers.base import Provider
@@ -24,6 +23,7 @@ from broker.store.redis import RedisClient, create_redis
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
 from tests.conftest import vault_key
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 EMULATOR = "http://emulator.test"
 ALICE, JUN = "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f", "3f9a6b1c-2d4e-4f50-8a71-b2c3d4e5f607"

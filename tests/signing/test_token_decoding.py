@@ -206,7 +206,7 @@ def test_es256_signature_lengths_and_der(es: Env) -> None:
 
 
 def test_es256_high_s_twin_verifies(es: Env) -> None:
-    """A deliberate choice (see tests/verify/test_compact.py): the twin (r, n - s) is accepted, as PyJWT
+    """A deliberate choice (see tests/sdk/test_compact.py): the twin (r, n - s) is accepted, as PyJWT
     accepts it; revocation never goes by signature bytes."""
     token = es.issue()
     signature = raw_signature(token)

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from broker.errors import InvalidToken
 from broker.signing.tokens import MAX_TOKEN_LENGTH
+from tests.sdk.jws_strategies import SCOPES, claims, headers, mutated, stricter_here, unsigned_text
 from tests.signing.conftest import ALGS, AUDIENCE, ISSUER, LEEWAY, TTL, Env
-from tests.verify.jws_strategies import SCOPES, claims, headers, mutated, stricter_here, unsigned_text
 
 EXAMPLES = 250
 

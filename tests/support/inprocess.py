@@ -13,7 +13,7 @@ import httpx
 from broker.app import create_app
 from broker.clock import FrozenClock, SystemClock
 from broker.config import Settings
-from broker.emulator import EmulatorConfig, create_emulator_app
+from tiktok_emulator import EmulatorConfig, create_emulator_app
 
 EMULATOR = "http://emulator.test"
 ALICE = "7c1e2d34-5f6a-4b7c-8d9e-0a1b2c3d4e5f"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.emulator import ids
+from tiktok_emulator import ids
 
 
 def record_log_ids(monkeypatch: pytest.MonkeyPatch) -> list[str]:

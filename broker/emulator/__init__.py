@@ -1,6 +1,0 @@
-"""A faithful in-memory TikTok (Login Kit OAuth v2 + user info) for `broker dev` and the test suite."""
-
-from broker.emulator.app import create_emulator_app
-from broker.emulator.config import EmulatorConfig, TestUser
-
-__all__ = ["EmulatorConfig", "TestUser", "create_emulator_app"]

@@ -1,0 +1,113 @@
+"""The `/_emulator/` JSON control API for tests and demos: faults, call log, forced expiry, webhook triggers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tiktok_emulator.faults import parse_fault
+from tiktok_emulator.state import emulator
+
+REASONS = range(6)  # authorization.removed reasons 0-5 (contract §6)
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status)
+
+
+async def add_fault(request: Request) -> Response:
+    fault = parse_fault(await _json_object(request))
+    if isinstance(fault, str):
+        return _bad(fault)
+    return JSONResponse(emulator(request).faults.add(fault).to_json(), 201)
+
+
+async def list_faults(request: Request) -> Response:
+    return JSONResponse({"faults": [f.to_json() for f in emulator(request).faults.active()]})
+
+
+async def clear_faults(request: Request) -> Response:
+    emulator(request).clear_faults()
+    return JSONResponse({})
+
+
+async def list_calls(request: Request) -> Response:
+    return JSONResponse({"calls": emulator(request).calls})
+
+
+async def clear_calls(request: Request) -> Response:
+    emulator(request).calls.clear()
+    return JSONResponse({})
+
+
+async def expire(request: Request) -> Response:
+    body = await _json_object(request)
+    token = body.get("access_token") if body else None
+    if not isinstance(token, str) or not token:
+        return _bad("access_token (string) is required")
+    if not emulator(request).expire_access_token(token):
+        return _bad("no such access token", 404)
+    return JSONResponse({"expired": True})
+
+
+async def authorization_removed(request: Request) -> Response:
+    body = await _json_object(request)
+    if body is None:
+        return _bad("body must be a JSON object")
+    open_id, reason, duplicate = body.get("open_id"), body.get("reason", 0), body.get("duplicate", False)
+    if not isinstance(open_id, str) or not open_id:
+        return _bad("open_id (string) is required")
+    if not isinstance(reason, int) or isinstance(reason, bool) or reason not in REASONS:
+        return _bad("reason must be an integer 0-5")
+    state = emulator(request)
+    revoked, queued = state.remove_authorization(open_id, reason, duplicate=bool(duplicate))
+    return JSONResponse({"open_id": open_id, "reason": reason, "revoked_tokens": revoked,
+                         "webhook": "queued" if queued else "not sent: no webhook_url configured"}, 202)
+
+
+async def list_deliveries(request: Request) -> Response:
+    return JSONResponse({"deliveries": [asdict(d) for d in emulator(request).webhooks.deliveries]})
+
+
+async def list_users(request: Request) -> Response:
+    state = emulator(request)
+    users = [state.users.public_profile(u) for u in (*state.users.seeded(), *state.users.typed())]
+    return JSONResponse({"users": [asdict(u) for u in users]})
+
+
+async def tokens_for(request: Request) -> Response:
+    issued = emulator(request).issued_tokens_for(request.path_params["open_id"])
+    return JSONResponse({"tokens": [asdict(t) for t in issued]})
+
+
+async def reset(request: Request) -> Response:
+    emulator(request).reset()
+    return JSONResponse({})
+
+
+routes = [
+    Route("/_emulator/faults", add_fault, methods=["POST"]),
+    Route("/_emulator/faults", list_faults, methods=["GET"]),
+    Route("/_emulator/faults", clear_faults, methods=["DELETE"]),
+    Route("/_emulator/calls", list_calls, methods=["GET"]),
+    Route("/_emulator/calls", clear_calls, methods=["DELETE"]),
+    Route("/_emulator/expire", expire, methods=["POST"]),
+    Route("/_emulator/webhooks/authorization-removed", authorization_removed, methods=["POST"]),
+    Route("/_emulator/webhooks", list_deliveries, methods=["GET"]),
+    Route("/_emulator/users", list_users, methods=["GET"]),
+    Route("/_emulator/users/{open_id}/tokens", tokens_for, methods=["GET"]),
+    Route("/_emulator/reset", reset, methods=["POST"]),
+]
