@@ -16,6 +16,18 @@ from broker.signing.keyring import create_key
 from broker.store.embedded import EmbeddedRedis, free_port
 from tests.support.redis_topologies import SlotCheckingRedis
 
+# What `make test-fast` leaves out: tests that start servers in other processes, drive a browser, or run long.
+SLOW_DIRECTORIES = ("e2e", "cli", "deploy")
+SLOW_FILES = ("test_schemathesis.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(root)
+        if relative.parts[0] in SLOW_DIRECTORIES or relative.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
