@@ -6,9 +6,8 @@ import base64
 import hashlib
 from collections.abc import Mapping
 
-import jwt
-
 from broker.clock import Clock
+from broker.signing.jwt_sign import sign_jwt
 from broker.signing.keyring import KeyRing
 
 # OIDC Core 3.1.3.6: at_hash uses the hash of the JWS algorithm (SHA-256 for ES256/RS256); Ed25519 is paired
@@ -38,4 +37,4 @@ class IdTokenSigner:
             claims["nonce"] = nonce
         if access_token:
             claims["at_hash"] = at_hash(access_token, key.alg)
-        return jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid, "typ": "JWT"})
+        return sign_jwt(claims, key, "JWT")

@@ -5,50 +5,32 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any, TypeGuard
-
-import jwt
+from typing import TypeGuard
 
 from broker.clock import Clock
 from broker.domain import IssuedToken
 from broker.errors import InvalidToken
+from broker.signing.jwt_sign import sign_jwt
 from broker.signing.keyring import KeyRing
-from broker_sdk.compact import (
-    HeaderCache,
-    MalformedToken,
-    SignatureChecks,
-    b64url_decode,
-    signed_json_object,
-    split,
-)
+from broker_sdk.claims import ACCESS_TOKEN_TYPES, ClaimRules, names_audience
+from broker_sdk.claims import REQUIRED_CLAIMS as ACCESS_CLAIMS
+from broker_sdk.errors import TokenRejected
+from broker_sdk.jws import HeaderReader, check_header, verified_claims
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a password)
-_ACCEPTED_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # RFC 8417 Security Event Tokens (webhooks to downstream services): a distinct typ so that neither kind of
 # token can be passed off as the other.
 EVENT_TOKEN_TYPE = "secevent+jwt"  # noqa: S105 (a media type, not a password)
 _EVENT_TYPES = frozenset({"secevent+jwt", "application/secevent+jwt"})
-REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scope")
-_REQUIRED = frozenset(REQUIRED_CLAIMS)
-# Far above any token we issue; stops a huge header from costing a base64 and JSON parse.
-MAX_TOKEN_LENGTH = 16 * 1024
+# The SDK's rules, plus what the broker needs to find the session a token stands for.
+REQUIRED_CLAIMS = (*ACCESS_CLAIMS, "sid", "scope")
+# Claims the broker signs into every access token; extra claims may not replace them.
+ISSUED_CLAIMS = (*REQUIRED_CLAIMS, "nbf")
 VERIFIED_CACHE_SIZE = 10_000
-# JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
-_NUMBERS = (int, float)
 
 
 def _number(value: object) -> TypeGuard[int | float]:
-    return type(value) in _NUMBERS
-
-
-def _names_audience(aud: object, accepted: str | Collection[str]) -> bool:
-    """Whether the aud claim names an accepted audience; it must be a string or a list of strings only
-    (RFC 7519 4.1.3), anything else names none."""
-    if isinstance(aud, str):
-        return aud == accepted if isinstance(accepted, str) else aud in accepted
-    if not isinstance(aud, list) or not all(isinstance(candidate, str) for candidate in aud):
-        return False
-    return accepted in aud if isinstance(accepted, str) else any(candidate in accepted for candidate in aud)
+    return type(value) in (int, float)  # exactly: bool is an int subclass, and true is not a time
 
 
 class TokenService:
@@ -65,8 +47,8 @@ class TokenService:
         self._ttl = ttl
         self._leeway = leeway
         self._clock = clock
-        self._headers = HeaderCache()
-        self._checks = SignatureChecks()
+        self._rules = ClaimRules(issuer, leeway, REQUIRED_CLAIMS)
+        self._headers = HeaderReader()
         # Access tokens whose signature this process has checked: a gateway sees the same token many times in
         # its few minutes of life. Each use still checks the claims (expiry, audience) and the key.
         self._verified: OrderedDict[str, tuple[str, dict[str, object]]] = OrderedDict()
@@ -83,7 +65,7 @@ class TokenService:
         if not 0 < lifetime <= self._keyring.max_token_lifetime:
             raise ValueError(f"ttl {lifetime} must be between 1 and the key ring's max_token_lifetime")
         if extra:
-            clash = sorted(set(extra) & set(REQUIRED_CLAIMS))
+            clash = sorted(set(extra) & set(ISSUED_CLAIMS))
             if clash:
                 raise ValueError(f"extra claims may not replace {', '.join(clash)}")
         key = self._keyring.signing_key()
@@ -93,8 +75,7 @@ class TokenService:
             "iss": self._issuer, "sub": sub, "aud": audience or self._audience, "exp": now + lifetime,
             "iat": now, "nbf": now, "jti": secrets.token_urlsafe(16), "sid": sid, "scope": scope,
         })
-        token = jwt.encode(claims, key.private_key, algorithm=key.alg,
-                           headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE})
+        token = sign_jwt(claims, key, ACCESS_TOKEN_TYPE)
         return IssuedToken(token=token, claims=claims, expires_at=float(now + lifetime))
 
     def verify(self, token: str, *, audience: str | Collection[str] | None = None) -> dict[str, object]:
@@ -108,7 +89,7 @@ class TokenService:
             claims = verified[1]
             self._check_claims(claims, audience or self._audience)
             return dict(claims)
-        claims, kid = self._signed_claims(token, _ACCEPTED_TYPES, "not an access token")
+        claims, kid = self._signed_claims(token, ACCESS_TOKEN_TYPES, "not an access token")
         self._check_claims(claims, audience or self._audience)
         if self._verified_size:
             self._verified[token] = (kid, dict(claims))
@@ -118,66 +99,24 @@ class TokenService:
 
     def _signed_claims(self, token: str, types: Collection[str], wrong_type: str) -> tuple[dict[str, object], str]:
         """The payload of a token signed by one of our published keys, with a `typ` among `types`, and the key's
-        id.
+        id; InvalidToken (with a short reason) otherwise.
 
         The key comes from our own key ring, by kid only (jku, x5u, jwk and x5c are never read), and decides
         the algorithm: the header only has to agree with it. The key is asked of the key ring on every call
-        (only the header's parse is cached), so a key leaving the JWKS stops verifying at once. The
-        signature is checked before the payload is decoded: of what nobody signed, only the header is parsed."""
+        (only the header's parse is cached), so a key leaving the JWKS stops verifying at once."""
         try:
-            signing_input, header_segment, payload_segment, signature_segment = split(
-                token, max_length=MAX_TOKEN_LENGTH)
-            header = self._headers.header(header_segment)
-        except MalformedToken:
-            raise InvalidToken("malformed token") from None
-        if header.extended:
-            raise InvalidToken("unsupported token header")
-        if header.kid is None:
-            raise InvalidToken("token has no key id")
-        key = self._keyring.verification_key(header.kid)
-        if key is None:
-            raise InvalidToken("unknown signing key")
-        if header.alg != key.alg:
-            raise InvalidToken("algorithm not allowed for this key")
-        if header.typ not in types:
-            raise InvalidToken(wrong_type)
-        try:
-            signature = b64url_decode(signature_segment)
-        except MalformedToken:
-            raise InvalidToken("malformed token") from None
-        if not self._checks.check_for(key)(signing_input, signature):
-            raise InvalidToken("bad signature or malformed token")
-        try:
-            return signed_json_object(payload_segment), header.kid
-        except MalformedToken:
-            raise InvalidToken("malformed token") from None
+            header = self._headers.header(token)
+            key = check_header(header, self._keyring.verification_key(header.kid) if header.kid else None,
+                               types, wrong_type)
+            return verified_claims(token, key), key.kid
+        except TokenRejected as rejected:
+            raise InvalidToken(rejected.reason) from None
 
     def _check_claims(self, claims: dict[str, object], audience: str | Collection[str]) -> None:
-        if not claims.keys() >= _REQUIRED:  # one set comparison; the loop only names what is missing
-            missing = next(name for name in REQUIRED_CLAIMS if name not in claims)
-            raise InvalidToken(f"token has no {missing} claim")
-        sub, jti, sid = claims["sub"], claims["jti"], claims["sid"]
-        if not (isinstance(sub, str) and sub and isinstance(jti, str) and jti and isinstance(sid, str) and sid):
-            bad = next(name for name in ("sub", "jti", "sid") if not claims[name] or not isinstance(claims[name], str))
-            raise InvalidToken(f"token has a malformed {bad} claim")
-        if not isinstance(claims["scope"], str):
-            raise InvalidToken("token has a malformed scope claim")
-        exp: Any = claims["exp"]  # Any: checked to be an int or a float on the next line
-        nbf: Any = claims["nbf"]
-        iat: Any = claims["iat"]
-        if type(exp) not in _NUMBERS or type(nbf) not in _NUMBERS or type(iat) not in _NUMBERS:
-            raise InvalidToken("token has a malformed time claim")
-        now = self._clock.now()
-        if now >= exp + self._leeway:
-            raise InvalidToken("token expired")
-        if nbf > now + self._leeway:
-            raise InvalidToken("token not yet valid")
-        if iat > now + self._leeway:
-            raise InvalidToken("token issued in the future")
-        if claims["iss"] != self._issuer:
-            raise InvalidToken("wrong issuer")
-        if not _names_audience(claims["aud"], audience):
-            raise InvalidToken("wrong audience")
+        try:
+            self._rules.check(claims, audience, self._clock.now())
+        except TokenRejected as rejected:
+            raise InvalidToken(rejected.reason) from None
 
     def sign_event(self, *, audience: str, sub: str, sid: str | None, event_type: str,
                    data: Mapping[str, object], jti: str, iat: float, toe: float | None = None) -> str:
@@ -199,8 +138,7 @@ class TokenService:
             claims["sid"] = sid
         if toe is not None:
             claims["toe"] = int(toe)
-        return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                          headers={"kid": key.kid, "typ": EVENT_TOKEN_TYPE})
+        return sign_jwt(claims, key, EVENT_TOKEN_TYPE)
 
     def verify_event(self, token: str, *, audience: str) -> dict[str, object]:
         """The claims of a valid Security Event Token from this broker (what a receiver checks); InvalidToken
@@ -212,7 +150,7 @@ class TokenService:
             raise InvalidToken("token has no events claim")
         if claims.get("iss") != self._issuer:
             raise InvalidToken("wrong issuer")
-        if not _names_audience(aud, audience):
+        if not names_audience(aud, audience):
             raise InvalidToken("wrong audience")
         if not _number(iat) or iat > self._clock.now() + self._leeway:
             raise InvalidToken("token has a missing or future iat claim")

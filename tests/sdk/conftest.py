@@ -19,6 +19,7 @@ from starlette.routing import Route
 from broker.clock import Clock, SystemClock
 from broker.signing import KeyRing, TokenService
 from broker.signing.keyfiles import SigningKey
+from broker_sdk.jws import normalize_low_s
 from tests.support.servers import ThreadedServer
 
 ISSUER = "https://broker.example"
@@ -138,7 +139,8 @@ class Forge:
         key = signer or self.key
         headers = dict(header if header is not None else self.header())
         alg = str(headers.pop("alg", key.alg))
-        return jwt.encode(self.claims(**changes), key.private_key, algorithm=alg, headers=headers)
+        token = jwt.encode(self.claims(**changes), key.private_key, algorithm=alg, headers=headers)
+        return normalize_low_s(token) if alg == "ES256" else token  # as the broker signs
 
     def signed(self, header: Mapping[str, object] | bytes, payload: Mapping[str, object] | bytes) -> str:
         """A token over exactly these header and payload bytes (JSON-encoded when given as mappings), with
@@ -149,4 +151,5 @@ class Forge:
     def sign_text(self, signing_input: str) -> str:
         """signing_input plus a genuine signature over exactly that text."""
         signature = jwt.get_algorithm_by_name(self.key.alg).sign(signing_input.encode(), self.key.private_key)
-        return f"{signing_input}.{b64(signature)}"
+        token = f"{signing_input}.{b64(signature)}"
+        return normalize_low_s(token) if self.key.alg == "ES256" else token

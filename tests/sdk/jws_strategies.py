@@ -20,6 +20,8 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=4,
 )
 
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -126,14 +128,20 @@ def unsigned_text(header: dict[str, Any], payload: dict[str, Any]) -> str:
 
 
 def stricter_here(token: str) -> bool:
-    """Where the broker's verifiers refuse by design what PyJWT takes: padded segments (the broker never
-    writes padding, and accepting it gives one token several spellings), and an aud list holding
-    non-strings."""
+    """Where the broker's verifiers refuse by design what plain PyJWT takes: padded segments (the broker never
+    writes padding, and accepting it gives one token several spellings), an aud list holding non-strings, and
+    the high-S twin of an ES256 signature (a malleable copy of a valid one)."""
     if "=" in token:
         return True
+    parts = token.split(".")
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=="))
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=="))
+        signature = base64.urlsafe_b64decode(parts[2] + "==")
     except (ValueError, IndexError):
         return False
+    if isinstance(header, dict) and header.get("alg") == "ES256" and len(signature) == 64 \
+            and int.from_bytes(signature[32:], "big") > P256_ORDER // 2:
+        return True
     aud = payload.get("aud") if isinstance(payload, dict) else None
     return isinstance(aud, list) and not all(isinstance(name, str) for name in aud)

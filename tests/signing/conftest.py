@@ -13,6 +13,7 @@ import pytest
 from broker.clock import FrozenClock
 from broker.errors import InvalidToken
 from broker.signing import KeyRing, TokenService, create_key
+from broker_sdk.jws import normalize_low_s
 
 ISSUER = "https://broker.example"
 AUDIENCE = "https://api.example"
@@ -43,7 +44,7 @@ class Env:
         """A token signed by the genuine key with a header of the test's choosing."""
         key = self.ring.signing_key()
         fields: dict[str, object] = {"kid": key.kid, "typ": "at+jwt", **header}
-        return jwt.encode(claims, key.private_key, algorithm=key.alg, headers=fields)
+        return low_s(jwt.encode(claims, key.private_key, algorithm=key.alg, headers=fields), key.alg)
 
 
 @pytest.fixture(params=ALGS)
@@ -54,6 +55,11 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Env:
 @pytest.fixture
 def es(tmp_path: Path) -> Env:
     return Env(tmp_path, "ES256")
+
+
+def low_s(token: str, alg: str) -> str:
+    """The token as the broker would sign it: ES256 signatures in low-S form (verifiers refuse the high twin)."""
+    return normalize_low_s(token) if alg == "ES256" else token
 
 
 def b64(data: bytes) -> str:

@@ -23,7 +23,7 @@ from joserfc.jwk import KeySet
 from broker.errors import InvalidToken
 from broker.signing import TokenService, create_key
 from broker.signing.jwks import public_jwk, thumbprint
-from tests.signing.conftest import AUDIENCE, ISSUER, LEEWAY, TTL, Env, b64, forge, rejected
+from tests.signing.conftest import AUDIENCE, ISSUER, LEEWAY, TTL, Env, b64, forge, low_s, rejected
 
 
 class JwksServer:
@@ -168,11 +168,19 @@ def test_wrong_issuer_and_audience(es: Env) -> None:
         es.service.verify(es.issue(), audience="https://other.example")
 
 
-@pytest.mark.parametrize("missing", ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "scope"])
+@pytest.mark.parametrize("missing", ["iss", "sub", "aud", "exp", "iat", "jti", "sid", "scope"])
 def test_required_claims(es: Env, missing: str) -> None:
     claims = es.claims()
     del claims[missing]
     rejected(es, es.sign(claims), missing)
+
+
+def test_nbf_is_optional_as_for_downstream_services_but_checked_when_present(es: Env) -> None:
+    """One set of claim rules (the SDK's): the broker always issues nbf, but does not demand it."""
+    claims = es.claims()
+    del claims["nbf"]
+    assert es.service.verify(es.sign(claims))["sub"] == "u1"
+    rejected(es, es.sign({**es.claims(), "nbf": es.clock.now() + LEEWAY + 5}), "not yet valid")
 
 
 def test_alg_none(env: Env) -> None:
@@ -252,7 +260,8 @@ def test_token_signed_by_an_expired_retired_key(es: Env) -> None:
     assert es.ring.signing_key().kid == new.kid
     assert es.service.verify(old_token)  # retired, still published
     es.clock.set(new.activate_at + TTL + 300)
-    fresh = jwt.encode(es.claims(), old.private_key, algorithm="ES256", headers={"kid": old.kid, "typ": "at+jwt"})
+    fresh = low_s(jwt.encode(es.claims(), old.private_key, algorithm="ES256",
+                             headers={"kid": old.kid, "typ": "at+jwt"}), "ES256")
     rejected(es, fresh, "unknown")
 
 
@@ -265,6 +274,6 @@ def test_garbage(es: Env, garbage: str) -> None:
 
 def test_non_object_payload(es: Env) -> None:
     key = es.ring.signing_key()
-    token = jwt.api_jws.encode(b"[1,2]", key.private_key, algorithm="ES256", headers={"kid": key.kid,
-                                                                                    "typ": "at+jwt"})
+    token = low_s(jwt.api_jws.encode(b"[1,2]", key.private_key, algorithm="ES256",
+                                     headers={"kid": key.kid, "typ": "at+jwt"}), "ES256")
     rejected(es, token, "malformed")

@@ -9,24 +9,20 @@ import pytest
 
 from broker.errors import InvalidToken
 from broker.signing import TokenService
+from broker.signing import tokens as tokens_module
+from broker_sdk.jws import verified_claims
 from tests.signing.conftest import AUDIENCE, ISSUER, LEEWAY, TTL, Env, rejected
 
 
 def count_signature_checks(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the signature verifications TokenService asks of the SDK's JWS reader."""
     calls = [0]
-    checks: Any = env.service._checks
-    original = checks.check_for
 
-    def counting(key: Any) -> Any:
-        check = original(key)
+    def counting(token: str, key: Any) -> dict[str, Any]:
+        calls[0] += 1
+        return verified_claims(token, key)
 
-        def counted(signing_input: bytes, signature: bytes) -> bool:
-            calls[0] += 1
-            return bool(check(signing_input, signature))
-
-        return counted
-
-    monkeypatch.setattr(checks, "check_for", counting)
+    monkeypatch.setattr(tokens_module, "verified_claims", counting)
     return calls
 
 
