@@ -62,12 +62,14 @@ deps-lock: $(STAMP) ## recompile the locks after a change of dependencies in pyp
 	$(LOCK_COMPILE) requirements/server.in -o requirements/server.txt
 	$(LOCK_COMPILE) requirements/build.in -o requirements/build.txt
 	$(LOCK_COMPILE) requirements/emulator.in -o requirements/emulator.txt
+	$(LOCK_COMPILE) requirements/sdk.in -o requirements/sdk.txt
 	$(LOCK_COMPILE) requirements/dev.in -o requirements/dev.txt
 
 deps-upgrade: $(STAMP) ## move every lock to the newest releases (then run `make check` and commit the locks)
 	$(LOCK_COMPILE) --upgrade requirements/server.in -o requirements/server.txt
 	$(LOCK_COMPILE) --upgrade requirements/build.in -o requirements/build.txt
 	$(LOCK_COMPILE) --upgrade requirements/emulator.in -o requirements/emulator.txt
+	$(LOCK_COMPILE) --upgrade requirements/sdk.in -o requirements/sdk.txt
 	$(LOCK_COMPILE) --upgrade requirements/dev.in -o requirements/dev.txt
 
 deps-latest: ## lint, types and fast tests against the newest releases, in .venv-latest; reports, never fails
