@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -83,12 +85,38 @@ def _emulator_package() -> tuple[Any, Any] | None:
     return EmulatorConfig, create_emulator_app
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (checked before anything starts, so that the answer is
+    one line rather than a server failing half-way through its start-up)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def _ports_free(ports: Sequence[tuple[str, int, str]]) -> str | None:
+    """The first (host, port, option) in use, as the one line to print; None when all are free."""
+    for host, port, option in ports:
+        if _port_in_use(host, port):
+            return (f"port {port} on {host} is already in use (another broker?): stop what uses it, or pick "
+                    f"another port with {option} {port + 10}")
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
     settings, problems = settings_and_problems(prepare_keys=True)
     if settings is None or problems:
         return fail(problems, "Refusing to serve with unsafe settings (use `broker dev` on a laptop):")
+    taken = _ports_free([(args.host, args.port, "--port")])
+    if taken:
+        print(f"broker serve: {taken}", file=sys.stderr)
+        return 2
     with _redis_for(settings) as ready:
         _run_servers([_uvicorn_server(create_app(ready), args.host, args.port)])
     return 0
@@ -97,7 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from broker.app import create_app
     from broker.devsetup import dev_environment
+    from broker.logs import configure
 
+    configure(readable=True)  # a person reads these; `broker serve` keeps JSON lines for machines
     env, notes, emulate = dev_environment(os.environ, broker_port=args.port, emulator_port=args.emulator_port)
     for note in notes:
         print(f"dev: {note}", file=sys.stderr)
@@ -107,6 +137,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return fail(exc.problems, "Configuration problems:")
     from broker.devsetup import ensure_signing_key
 
+    taken = _ports_free([("127.0.0.1", args.port, "--port"),
+                         *([("127.0.0.1", args.emulator_port, "--emulator-port")] if emulate else [])])
+    if taken:
+        print(f"dev: {taken}", file=sys.stderr)
+        return 2
     created = ensure_signing_key(settings)
     if created:
         print(f"dev: created signing key {created} in {settings.keys_dir}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Logging: one JSON object per line, the request id on every line, and a last-line scrub of anything token-like."""
+"""Logging: one JSON object per line (`serve`) or one readable line (`dev`), the request id on every line, and a
+last-line scrub of anything token-like."""
 
 from __future__ import annotations
 
@@ -36,17 +37,35 @@ class JsonFormatter(logging.Formatter):
         current = request_id.get()
         if current:
             entry["request_id"] = current
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = scrub(str(value)) if not isinstance(value, int | float | bool) else value
+        for key, value in _extras(record).items():
+            entry[key] = scrub(str(value)) if not isinstance(value, int | float | bool) else value
         if record.exc_info:
             entry["error"] = scrub(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: int = logging.INFO) -> None:
+def _extras(record: logging.LogRecord) -> dict[str, object]:
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
+
+
+class ReadableFormatter(logging.Formatter):
+    """For a person at a terminal (`broker dev`): `12:04:31 warning broker.login: message  key=value`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{when} {record.levelname.lower():<7} {record.name}: {scrub(record.getMessage())}"
+        fields = {**({"request_id": request_id.get()} if request_id.get() else {}), **_extras(record)}
+        if fields:
+            line += "  " + " ".join(f"{key}={scrub(str(value))}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + scrub(self.formatException(record.exc_info))
+        return line
+
+
+def configure(level: int = logging.INFO, *, readable: bool = False) -> None:
+    """JSON lines for machines (the default, what `broker serve` logs), or readable lines for a terminal."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(ReadableFormatter() if readable else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

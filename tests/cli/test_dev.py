@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import stat
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,10 +16,11 @@ import pytest
 from broker.config import parse_vault_keys
 from broker.devsetup import EMULATOR_CLIENT_SECRET, dev_environment
 from broker.store.embedded import free_port
-from tests.cli import alive, broker_env, running_broker
+from tests.cli import alive, broker_env, run_broker, running_broker
 from tests.conftest import vault_entry, vault_key
 
 OPEN_LINE = re.compile(r"Open (http://\S+)")
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (debug|info|warning|error|critical) +[\w.]+: ")
 
 
 # dev_environment, in process.
@@ -131,6 +133,26 @@ def test_dev_with_a_given_redis_runs_broker_and_emulator(redis_url: str, tmp_pat
         consent = httpx.get(location, timeout=5)  # the emulator knows this app and this redirect URI
         assert consent.status_code == 200, consent.text
         assert broker.stop(signal.SIGTERM) == 0, broker.stderr()
+        # A person reads these lines: time, level, logger and message, never JSON objects.
+        logged = [line for line in broker.stderr().splitlines() if LOG_LINE.match(line)]
+        assert any("Uvicorn running" in line or "Application startup complete" in line for line in logged), stderr
+        assert not any(line.lstrip().startswith("{") for line in broker.stderr().splitlines())
+
+
+@pytest.mark.parametrize("taken", ["--port", "--emulator-port"])
+def test_dev_says_in_one_line_which_port_is_taken(taken: str, redis_url: str, tmp_path: Path) -> None:
+    ports = {"--port": free_port(), "--emulator-port": free_port()}
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", ports[taken]))
+        holder.listen()
+        result = run_broker("dev", *(str(part) for pair in ports.items() for part in pair),
+                            env=broker_env(REDIS_URL=redis_url), cwd=tmp_path, timeout=30)
+    assert result.returncode == 2
+    complaint = [line for line in result.stderr.splitlines() if "in use" in line]
+    assert len(complaint) == 1, result.stderr
+    assert f"port {ports[taken]} " in complaint[0] and taken in complaint[0]
+    assert "Traceback" not in result.stderr and "{" not in result.stderr
+    assert not list((tmp_path / "keys").glob("*.pem"))  # nothing was set up for a start that cannot happen
 
 
 def test_dev_honours_a_given_client_key_and_secret(redis_url: str, tmp_path: Path) -> None:

@@ -99,3 +99,18 @@ def test_serve_with_an_embedded_redis_and_a_relative_data_dir_stops_it_on_sigter
         finally:
             if redis_pid is not None and alive(redis_pid):
                 os.kill(redis_pid, signal.SIGKILL)
+
+
+def test_serve_says_in_one_line_that_its_port_is_taken(redis_url: str, keys_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    port = free_port()
+    env = production_env(redis_url, keys_dir, vault_entry(vault_key()), ISSUER=f"http://127.0.0.1:{port}")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = run_broker("serve", "--host", "127.0.0.1", "--port", str(port), env=env, cwd=tmp_path, timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"broker serve: port {port} on 127.0.0.1 is already in use (another broker?): stop what uses it, or pick "
+        f"another port with --port {port + 10}"]
