@@ -16,7 +16,7 @@ LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes 
 	--no-emit-package tiktok-broker --no-emit-package tiktok-broker-sdk --no-emit-package tiktok-broker-emulator
 PACKAGES = -e ./sdk -e ./emulator -e .
 # `make test` fails below this share of lines and branches covered (broker, SDK, emulator); raise it, never lower.
-COVERAGE_FLOOR = 85
+COVERAGE_FLOOR = 88
 
 # Installs come from the locks only (requirements/, every package pinned with its hashes); our own package is
 # then installed on top without its dependencies and without build isolation, so that nothing unpinned is fetched.
