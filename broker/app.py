@@ -28,6 +28,7 @@ from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
+from broker.flows.tiktok_posting import Posting
 from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow, TokenPolicy
 from broker.flows.upstream import UpstreamTokens
@@ -45,6 +46,7 @@ from broker.store.families import Families
 from broker.store.keys import KeySpace
 from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
+from broker.store.publishes import PublishStore
 from broker.store.ratelimit import RateLimiter, SharedLimiter
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis, follow_failovers
@@ -135,12 +137,14 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
                     tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
                     records=records, clock=clock, issuer=settings.issuer)
+    posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
     tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
                            limiter=RateLimiter(redis_client, keyspace), clock=clock,
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
                                               user_rate=settings.tiktok_proxy_user_rate,
                                               client_rate=settings.tiktok_proxy_client_rate,
-                                              timeout=settings.tiktok_timeout), metrics=metrics)
+                                              timeout=settings.tiktok_timeout),
+                           posting=posting, metrics=metrics)
     limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock,
                            metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))

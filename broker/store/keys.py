@@ -71,6 +71,10 @@ class KeySpace:
         """Set when a code is exchanged, holding the refresh family it produced: a replay ends that family."""
         return f"{self.user_tag(user_id)}:code-spent:{code_hash}"
 
+    def publishes(self, user_id: str) -> str:
+        """The user's posts made through the proxy (hash: publish_id → record); deleted with the account."""
+        return f"{self.user_tag(user_id)}:posts"
+
     def denied_subject(self, user_id: str) -> str:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
         return f"{self.denylist_prefix()}sub:{digest(user_id)}"

@@ -1,0 +1,205 @@
+"""Posting a user's video through the proxy over a live stack: broker and emulator as real servers, a real Redis.
+
+The emulator takes chunks smaller than TikTok's 5 MB (its test setting), so a small generated video goes up in
+several chunks; every refusal of the broker is shown to cost no TikTok call (the emulator's call log).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from broker.clients import secret_digest
+from broker.config import Settings
+from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.support.browser import Browser
+from tests.support.media import fake_video
+
+JUN = "3f9a6b1c-2d4e-4f50-8a71-b2c3d4e5f607"
+JOBS_SECRET = "jobs-secret-0123456789-abcdefghijklmnopqrst"
+POSTING_SCOPES = ("user.info.basic", "video.publish", "video.upload")
+KB = 1024
+EMULATOR = {"min_chunk_bytes": 4 * KB, "publish_processing_seconds": 0.3,
+            "verified_url_prefixes": ("https://media.example.com/",)}
+PUBLISH = "v2/post/publish"
+
+
+@pytest.fixture
+def clients_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clients.yaml"
+    path.write_text(f"""
+clients:
+  - client_id: jobs
+    client_secret_sha256: {secret_digest(JOBS_SECRET)}
+    scopes: [tiktok.proxy]
+""")
+    return path
+
+
+def posting_stack(base: Settings, clients_file: Path, **options: Any) -> Iterator[Stack]:
+    stack, servers = start_stack(base.with_overrides(clients_file=clients_file), scopes=POSTING_SCOPES,
+                                 **{**EMULATOR, **options})
+    yield stack
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def stack(base_settings: Settings, clients_file: Path) -> Iterator[Stack]:
+    yield from posting_stack(base_settings, clients_file)
+
+
+def sign_in(stack: Stack, browser: Browser, *, user: str = ALICE,
+            scopes: tuple[str, ...] = POSTING_SCOPES) -> tuple[str, str]:
+    """(access JWT, sub) after a login in which the person grants `scopes`."""
+    page = browser.get(f"{stack.broker.url}/login?prompt=login")
+    assert browser.consent(page, user=user, scopes=scopes).status_code == 200
+    check = browser.client.get(f"{stack.broker.url}/auth/verify")
+    assert check.status_code == 200
+    return check.headers["authorization"].removeprefix("Bearer "), check.headers["x-auth-request-user"]
+
+
+def as_user(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def as_service(sub: str) -> dict[str, str]:
+    basic = base64.b64encode(f"jobs:{JOBS_SECRET}".encode()).decode()
+    return {"Authorization": f"Basic {basic}", "X-Broker-Subject": sub}
+
+
+def post(stack: Stack, path: str, headers: dict[str, str], body: object = None) -> httpx.Response:
+    return httpx.post(f"{stack.broker.url}/tiktok/{PUBLISH}/{path}", json=body, headers=headers, timeout=10)
+
+
+def video_init(size: int, chunk: int, privacy: str = "SELF_ONLY") -> dict[str, Any]:
+    return {"post_info": {"privacy_level": privacy, "title": "Made through the broker"},
+            "source_info": {"source": "FILE_UPLOAD", "video_size": size, "chunk_size": chunk,
+                            "total_chunk_count": size // chunk}}
+
+
+def put_chunks(upload_url: str, data: bytes, chunk: int) -> list[int]:
+    total = len(data) // chunk
+    statuses = []
+    for index in range(total):
+        first, last = index * chunk, len(data) - 1 if index == total - 1 else (index + 1) * chunk - 1
+        answer = httpx.put(upload_url, content=data[first:last + 1], headers={
+            "Content-Type": "video/mp4", "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+        statuses.append(answer.status_code)
+    return statuses
+
+
+def wait_for_status(stack: Stack, headers: dict[str, str], publish_id: str, *, until: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        answer = post(stack, "status/fetch/", headers, {"publish_id": publish_id})
+        assert answer.status_code == 200, answer.text
+        data: dict[str, Any] = answer.json()["data"]
+        if data["status"] == until or time.monotonic() > deadline:
+            return data
+        time.sleep(0.1)
+
+
+def calls(stack: Stack) -> int:
+    return len(stack.tiktok.calls)
+
+
+@pytest.mark.parametrize("caller", ["service", "user"])
+def test_a_video_goes_up_in_chunks_and_is_published(stack: Stack, browser: Browser, caller: str) -> None:
+    token, sub = sign_in(stack, browser)
+    headers = as_service(sub) if caller == "service" else as_user(token)
+    creator = post(stack, "creator_info/query/", headers)
+    assert creator.status_code == 200, creator.text
+    assert creator.json()["data"]["privacy_level_options"][0] == "PUBLIC_TO_EVERYONE"
+    data = fake_video(40 * KB + 77)  # four chunks of 10 KB, the last one with the 77 extra bytes
+    init = post(stack, "video/init/", headers, video_init(len(data), 10 * KB, "PUBLIC_TO_EVERYONE"))
+    assert init.status_code == 200, init.text
+    publish_id, upload_url = init.json()["data"]["publish_id"], init.json()["data"]["upload_url"]
+    [emulated] = stack.tiktok.posts.all()
+    assert upload_url == stack.tiktok.posts.upload_url(emulated)  # passed back unchanged, straight to TikTok
+    assert put_chunks(upload_url, data, 10 * KB) == [206, 206, 206, 201]
+    assert emulated.received.hexdigest() == hashlib.sha256(data).hexdigest()
+    done = wait_for_status(stack, headers, publish_id, until="PUBLISH_COMPLETE")
+    assert done["status"] == "PUBLISH_COMPLETE" and done["uploaded_bytes"] == len(data)
+    assert len(done["publicaly_available_post_id"]) == 1
+    # TikTok saw the user's own TikTok token on every call, never a broker credential.
+    seen = {c["token"] for c in stack.tiktok.calls if c["endpoint"] in ("creator_info", "video_init", "status_fetch")}
+    assert len(seen) == 1 and next(iter(seen)).startswith("act.")
+
+
+def test_each_refusal_costs_no_tiktok_call(stack: Stack, browser: Browser) -> None:
+    token, _ = sign_in(stack, browser)
+    headers = as_user(token)
+    before = calls(stack)
+    bad_privacy = post(stack, "video/init/", headers, video_init(8 * KB, 8 * KB, "EVERYONE"))
+    assert bad_privacy.status_code == 400
+    assert bad_privacy.json()["error"] == "invalid_request"
+    assert "post_info.privacy_level" in bad_privacy.json()["error_description"]
+    bad_chunks = {**video_init(50 * KB, 10 * KB), "source_info": {
+        "source": "FILE_UPLOAD", "video_size": 50 * KB, "chunk_size": 10 * KB, "total_chunk_count": 6}}
+    assert "total_chunk_count" in post(stack, "video/init/", headers, bad_chunks).json()["error_description"]
+    unknown = post(stack, "status/fetch/", headers, {"publish_id": "v_pub_file~v2.123"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+    assert calls(stack) == before
+
+
+def test_posting_needs_the_scope_the_user_granted(stack: Stack, browser: Browser) -> None:
+    token, _ = sign_in(stack, browser, scopes=("user.info.basic", "video.upload"))  # no video.publish
+    before = calls(stack)
+    for path, body in (("creator_info/query/", None), ("video/init/", video_init(8 * KB, 8 * KB))):
+        refused = post(stack, path, as_user(token), body)
+        assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+        assert "video.publish" in refused.json()["error_description"]
+    assert calls(stack) == before
+    inbox = post(stack, "inbox/video/init/", as_user(token), {"source_info": video_init(8 * KB, 8 * KB)["source_info"]})
+    assert inbox.status_code == 200, inbox.text  # video.upload was granted
+
+
+def test_tiktok_s_limit_per_user_is_applied_before_tiktok(stack: Stack, browser: Browser) -> None:
+    token, sub = sign_in(stack, browser)
+    answers = [post(stack, "video/init/", as_user(token), video_init(8 * KB, 8 * KB)) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 6
+    before = calls(stack)
+    for headers in (as_user(token), as_service(sub)):  # every caller of this user shares TikTok's limit
+        refused = post(stack, "video/init/", headers, video_init(8 * KB, 8 * KB))
+        assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert calls(stack) == before
+    # The other paths keep their own limits.
+    assert post(stack, "creator_info/query/", as_user(token)).status_code == 200
+
+
+def test_only_the_user_s_own_publish_ids_can_be_queried(stack: Stack) -> None:
+    alice, bob = Browser(), Browser()
+    try:
+        alice_token, _ = sign_in(stack, alice)
+        jun_token, jun_sub = sign_in(stack, bob, user=JUN)
+        publish_id = post(stack, "video/init/", as_user(alice_token), video_init(8 * KB, 8 * KB)).json()["data"][
+            "publish_id"]
+        assert post(stack, "status/fetch/", as_user(alice_token), {"publish_id": publish_id}).status_code == 200
+        before = calls(stack)
+        for headers in (as_user(jun_token), as_service(jun_sub)):
+            refused = post(stack, "status/fetch/", headers, {"publish_id": publish_id})
+            assert refused.status_code == 404 and refused.json()["error"] == "not_found"
+        assert calls(stack) == before
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_deleting_the_account_deletes_its_posts_records(stack: Stack, browser: Browser,
+                                                        redis_sync: redis.Redis) -> None:
+    token, sub = sign_in(stack, browser)
+    assert post(stack, "video/init/", as_user(token), video_init(8 * KB, 8 * KB)).status_code == 200
+    assert redis_sync.exists(f"broker:{{u:{sub}}}:posts") == 1
+    assert httpx.delete(f"{stack.broker.url}/account", headers=as_user(token)).status_code == 200
+    left = [key for key in redis_sync.keys("*") if sub in key and not key.startswith("broker:{events}")]
+    assert left == [f"broker:{{u:{sub}}}:deleted"]  # the short-lived marker only (see the deletion tests)
