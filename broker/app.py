@@ -23,6 +23,7 @@ from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.oidc import OidcFlow
+from broker.flows.post_events import PostEvents
 from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
@@ -128,16 +129,19 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
                                   call_timeout=settings.tiktok_timeout, metrics=metrics)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
-    account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
+    accounts = Accounts(redis_client, keyspace)
+    account = AccountFlow(accounts=accounts, records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
                           clock=clock, deny_for=settings.max_token_lifetime)
+    posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
-                              once=OnceMarkers(redis_client, keyspace), account=account, metrics=metrics, clock=clock)
+                              once=OnceMarkers(redis_client, keyspace), account=account,
+                              posts=PostEvents(accounts=accounts, posting=posting, events=events), metrics=metrics,
+                              clock=clock)
     oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
                     tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
                     records=records, clock=clock, issuer=settings.issuer)
-    posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
     tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
                            limiter=RateLimiter(redis_client, keyspace), clock=clock,
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,

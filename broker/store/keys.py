@@ -101,6 +101,11 @@ class KeySpace:
         outbox in one Cluster slot, so an event and its deliveries are written in one MULTI."""
         return f"{self.prefix}{{events}}"
 
+    def event_seen(self, source_hash: str) -> str:
+        """Marks an event from elsewhere (a TikTok webhook) as already emitted, beside the stream it went to, so
+        the mark and the event are written in one step."""
+        return f"{self.prefix}{{events}}:seen:{source_hash}"
+
     def event_outbox(self, part: str) -> str:
         """Webhook outbox, same slot as the stream: `deliveries` (hash: id → record), `due` (zset: id → next
         attempt instant), `stats` (hash of counters)."""

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import redis
 
 from broker.clients import secret_digest
 from broker.config import Settings
 from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.test_deletion import Receiver
 from tests.support.browser import Browser
 from tests.support.media import fake_video
+from tests.support.servers import ThreadedServer
 
 JUN = "3f9a6b1c-2d4e-4f50-8a71-b2c3d4e5f607"
 JOBS_SECRET = "jobs-secret-0123456789-abcdefghijklmnopqrst"
@@ -203,3 +207,55 @@ def test_deleting_the_account_deletes_its_posts_records(stack: Stack, browser: B
     assert httpx.delete(f"{stack.broker.url}/account", headers=as_user(token)).status_code == 200
     left = [key for key in redis_sync.keys("*") if sub in key and not key.startswith("broker:{events}")]
     assert left == [f"broker:{{u:{sub}}}:deleted"]  # the short-lived marker only (see the deletion tests)
+
+
+@pytest.fixture
+def event_sink() -> Iterator[tuple[Receiver, ThreadedServer]]:
+    """A downstream service's webhook endpoint (BROKER_WEBHOOK_URLS), recording the event tokens it gets."""
+    sink = Receiver()
+    server = ThreadedServer(sink.app()).start()
+    yield sink, server
+    server.stop()
+
+
+def test_the_downstream_event_arrives_once_although_tiktok_delivers_twice(
+        base_settings: Settings, clients_file: Path, event_sink: tuple[Receiver, ThreadedServer],
+        redis_sync: redis.Redis) -> None:
+    sink, sink_server = event_sink
+    settings = base_settings.with_overrides(webhook_urls=(f"{sink_server.url}/events",))
+    for stack in posting_stack(settings, clients_file, tiktok_webhooks=True, webhook_duplicate_delivery=True):
+        browser = Browser()
+        try:
+            _, sub = sign_in(stack, browser)
+        finally:
+            browser.close()
+        data = fake_video(24 * KB)
+        init = post(stack, "video/init/", as_service(sub), video_init(len(data), 8 * KB, "PUBLIC_TO_EVERYONE"))
+        publish_id, upload_url = init.json()["data"]["publish_id"], init.json()["data"]["upload_url"]
+        assert put_chunks(upload_url, data, 8 * KB) == [206, 206, 201]
+        post_id = str(wait_for_status(stack, as_service(sub), publish_id, until="PUBLISH_COMPLETE")[
+            "publicaly_available_post_id"][0])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(stack.tiktok.webhooks.deliveries) < 4 or len(sink.tokens) < 2):
+            time.sleep(0.05)
+        # TikTok delivered each of its two events twice, and the broker acknowledged every delivery ...
+        delivered = [(d.event, d.duplicate, d.status) for d in stack.tiktok.webhooks.deliveries]
+        assert sorted(delivered) == sorted([("post.publish.complete", False, 200), ("post.publish.complete", True, 200),
+                                            ("post.publish.publicly_available", False, 200),
+                                            ("post.publish.publicly_available", True, 200)])
+        # ... and passed each on once (in either order: TikTok promises none): in the events stream ...
+        events = sorted((fields["type"], json.loads(fields["data"])) for _, fields in redis_sync.xrange(
+            "broker:{events}") if fields["type"].startswith("tiktok.post."))
+        assert events == [
+            ("tiktok.post.complete", {"publish_id": publish_id, "publish_type": "DIRECT_PUBLISH", "client_id": "jobs"}),
+            ("tiktok.post.publicly_available", {"publish_id": publish_id, "publish_type": "DIRECT_PUBLISH",
+                                                "post_id": post_id, "client_id": "jobs"})]
+        # ... and to the webhook receiver, as signed event tokens naming the broker user.
+        time.sleep(0.5)  # room for a second delivery, which must not come
+        claims = [jwt.decode(token, options={"verify_signature": False}) for token in sink.tokens]
+        assert sorted(next(iter(c["events"])).rsplit("/", 1)[1] for c in claims) == [
+            "tiktok.post.complete", "tiktok.post.publicly_available"]
+        assert all(c["sub"] == sub for c in claims)
+        metrics = httpx.get(f"{stack.broker.url}/metrics").text
+        assert 'broker_tiktok_webhooks_total{outcome="processed"} 2.0' in metrics
+        assert 'broker_tiktok_webhooks_total{outcome="duplicate"} 2.0' in metrics
