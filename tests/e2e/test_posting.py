@@ -6,6 +6,7 @@ several chunks; every refusal of the broker is shown to cost no TikTok call (the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -21,6 +22,7 @@ import redis
 
 from broker.clients import secret_digest
 from broker.config import Settings
+from broker_sdk.tiktok import BrokerApiError, BrokerTikTok, PostResult
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.e2e.test_deletion import Receiver
 from tests.support.browser import Browser
@@ -259,3 +261,38 @@ def test_the_downstream_event_arrives_once_although_tiktok_delivers_twice(
         metrics = httpx.get(f"{stack.broker.url}/metrics").text
         assert 'broker_tiktok_webhooks_total{outcome="processed"} 2.0' in metrics
         assert 'broker_tiktok_webhooks_total{outcome="duplicate"} 2.0' in metrics
+
+
+def test_the_sdk_posts_uploads_and_polls_for_a_service_and_for_a_user(stack: Stack, browser: Browser,
+                                                                       tmp_path: Path) -> None:
+    token, sub = sign_in(stack, browser)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(fake_video(30 * KB + 5))
+    stack.tiktok.set_fault("upload", "http_500", count=1)  # one chunk fails once: the SDK sends it again
+    small: dict[str, Any] = {"chunk_size": 8 * KB, "min_chunk_size": 4 * KB, "poll_interval": 0.1,
+                             "wait_seconds": 10}
+
+    async def use() -> list[PostResult]:
+        async with BrokerTikTok(stack.broker.url, client_id="jobs", client_secret=JOBS_SECRET) as service:
+            direct = await service.post_video(sub, video, {"privacy_level": "SELF_ONLY", "title": "From a job"},
+                                              **small)
+            drafts = await service.upload_to_inbox(token, video.read_bytes(), **small)
+            photos = await service.post_photos(sub, ["https://media.example.com/1.jpg",
+                                                     "https://media.example.com/2.jpg"],
+                                               {"privacy_level": "PUBLIC_TO_EVERYONE", "title": "Two photos"},
+                                               cover_index=1, poll_interval=0.1, wait_seconds=10)
+            with pytest.raises(BrokerApiError) as mismatch:
+                await service.post_video(sub, video, {"privacy_level": "FOLLOWER_OF_CREATOR"}, **small)
+            assert mismatch.value.code == "privacy_level_option_mismatch"
+        return [direct, drafts, photos]
+
+    direct, drafts, photos = asyncio.run(use())
+    assert (direct.status, drafts.status, photos.status) == ("PUBLISH_COMPLETE", "SEND_TO_USER_INBOX",
+                                                             "PUBLISH_COMPLETE")
+    assert direct.uploaded_bytes == video.stat().st_size and len(photos.post_ids) == 1
+    uploaded = [p for p in stack.tiktok.posts.all() if p.source == "FILE_UPLOAD"]
+    assert [p.received.hexdigest() for p in uploaded] == [hashlib.sha256(video.read_bytes()).hexdigest()] * 2
+    assert [p.chunks for p in uploaded] == [3, 3]  # 8 KB chunks, the last with the remainder
+    upload_calls = [c["status"] for c in stack.tiktok.calls if c["endpoint"] == "upload"]
+    assert upload_calls.count(500) == 1 and len(upload_calls) == 7  # six chunks, one of them twice
+    assert len([c for c in stack.tiktok.calls if c["endpoint"] == "video_init"]) == 1  # not for the mismatch
