@@ -146,8 +146,8 @@ class BrokerTikTok:
         return data if isinstance(data, dict) else {}
 
     async def get(self, path: str, *, fields: Sequence[str] | None = None,
-                  params: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return await self.request("GET", path, fields=fields, params=params)
+                  params: Mapping[str, str] | None = None, user: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", path, fields=fields, params=params, user=user)
 
     async def post(self, path: str, *, json: Any = None, fields: Sequence[str] | None = None,
                    params: Mapping[str, str] | None = None, user: str | None = None) -> dict[str, Any]:
