@@ -23,11 +23,13 @@ from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.oidc import OidcFlow
+from broker.flows.post_events import PostEvents
 from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
+from broker.flows.tiktok_posting import Posting
 from broker.flows.tiktok_webhook import TikTokWebhooks
 from broker.flows.tokens import TokenFlow, TokenPolicy
 from broker.flows.upstream import UpstreamTokens
@@ -45,6 +47,7 @@ from broker.store.families import Families
 from broker.store.keys import KeySpace
 from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
+from broker.store.publishes import PublishStore
 from broker.store.ratelimit import RateLimiter, SharedLimiter
 from broker.store.records import Records
 from broker.store.redis import RedisClient, create_redis, follow_failovers
@@ -126,12 +129,16 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
                                   call_timeout=settings.tiktok_timeout, metrics=metrics)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
-    account = AccountFlow(accounts=Accounts(redis_client, keyspace), records=records, families=token_flow.families,
+    accounts = Accounts(redis_client, keyspace)
+    account = AccountFlow(accounts=accounts, records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
                           clock=clock, deny_for=settings.max_token_lifetime)
+    posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
-                              once=OnceMarkers(redis_client, keyspace), account=account, metrics=metrics, clock=clock)
+                              once=OnceMarkers(redis_client, keyspace), account=account,
+                              posts=PostEvents(accounts=accounts, posting=posting, events=events), metrics=metrics,
+                              clock=clock)
     oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
                     tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
                     records=records, clock=clock, issuer=settings.issuer)
@@ -140,7 +147,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
                                               user_rate=settings.tiktok_proxy_user_rate,
                                               client_rate=settings.tiktok_proxy_client_rate,
-                                              timeout=settings.tiktok_timeout), metrics=metrics)
+                                              timeout=settings.tiktok_timeout),
+                           posting=posting, metrics=metrics)
     limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock,
                            metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))

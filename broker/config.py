@@ -98,9 +98,13 @@ class Settings:
     refresh_grace: int = 10
     tiktok_refresh_margin: int = 300
     tiktok_refresh_ahead: bool = False
-    tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/")
+    tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/",
+                                           "/v2/post/publish/creator_info/query/", "/v2/post/publish/video/init/",
+                                           "/v2/post/publish/inbox/video/init/", "/v2/post/publish/content/init/",
+                                           "/v2/post/publish/status/fetch/")
     tiktok_proxy_user_rate: int = 600  # requests per minute per user and path, all callers together
     tiktok_proxy_client_rate: int = 300  # requests per minute per user, path and calling client
+    tiktok_publish_ttl: int = 30 * 86400  # how long the broker remembers who made a post (status, events)
     clients_file: Path | None = None
     webhook_urls: tuple[str, ...] = ()
     # Sessions and clean access tokens each process keeps in memory, dropped on Redis invalidations; 0: off.
@@ -331,6 +335,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tiktok_proxy_paths=r.get("TIKTOK_PROXY_PATHS", defaults.tiktok_proxy_paths, _api_paths),
         tiktok_proxy_user_rate=r.get("TIKTOK_PROXY_USER_RATE", defaults.tiktok_proxy_user_rate, _rate),
         tiktok_proxy_client_rate=r.get("TIKTOK_PROXY_CLIENT_RATE", defaults.tiktok_proxy_client_rate, _rate),
+        tiktok_publish_ttl=r.get("TIKTOK_PUBLISH_TTL", defaults.tiktok_publish_ttl, _seconds(3600, 366 * 86400)),
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
         local_cache_size=r.get("LOCAL_CACHE_SIZE", defaults.local_cache_size, _cache_size),

@@ -14,6 +14,7 @@ delivery's horizon, then given up (logged and counted; the event stays in the st
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -29,7 +30,12 @@ from broker.store.events import Delivery, DeliveryStats, Event, EventStore
 
 log = logging.getLogger("broker.events")
 
-EVENT_TYPES = frozenset({"session.revoked", "user.logged_out", "user.deleted", "tiktok.deauthorized"})
+# tiktok.post.*: how posts made through the proxy end, from TikTok's webhooks (flows/post_events.py).
+POST_EVENT_TYPES = frozenset({"tiktok.post.failed", "tiktok.post.complete", "tiktok.post.inbox_delivered",
+                              "tiktok.post.publicly_available", "tiktok.post.no_longer_publicly_available",
+                              "tiktok.post.share_failed", "tiktok.post.share_completed"})
+EVENT_TYPES = frozenset({"session.revoked", "user.logged_out", "user.deleted", "tiktok.deauthorized",
+                         *POST_EVENT_TYPES})
 SET_MEDIA_TYPE = "application/secevent+jwt"
 FIRST_DELAY = 1.0
 MAX_DELAY = 3600.0
@@ -89,6 +95,22 @@ class Events:
         Raises ValueError for an unknown type or a payload naming an open_id, StoreUnavailable when Redis is
         down (the caller decides whether its operation may go on without the event).
         """
+        event = self._event(event_type, sub, sid, data)
+        await self.store.publish(event, urls=self.urls, now=event.time, expires_at=event.time + self.retry_horizon)
+        return event.id
+
+    async def emit_once(self, event_type: str, *, source: str, sub: str, data: Mapping[str, object] | None = None,
+                        ttl: int = 4 * 86400) -> str | None:
+        """Emit an event standing for one from elsewhere, named `source` (a TikTok webhook), unless it was emitted
+        within `ttl` seconds: the event id, or None for a repeat. Marking and emitting are one atomic step, so an
+        event is neither lost nor emitted twice, however often (or concurrently) the source delivers it."""
+        event = self._event(event_type, sub, None, data)
+        emitted = await self.store.publish_once(event, source_hash=hashlib.sha256(source.encode()).hexdigest(),
+                                                seen_ttl=ttl, urls=self.urls, now=event.time,
+                                                expires_at=event.time + self.retry_horizon)
+        return None if emitted is None else event.id
+
+    def _event(self, event_type: str, sub: str, sid: str | None, data: Mapping[str, object] | None) -> Event:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event_type!r}")
         if not sub:
@@ -97,11 +119,8 @@ class Events:
         # Downstream services know users by the broker's id only; the TikTok open_id stays in the broker.
         if any("open_id" in key for key in payload):
             raise ValueError("event data must not carry a TikTok open_id")
-        now = self.clock.now()
-        event = Event(id=secrets.token_urlsafe(16), type=event_type, sub=sub, sid=sid or "", time=now,
-                      data=payload)
-        await self.store.publish(event, urls=self.urls, now=now, expires_at=now + self.retry_horizon)
-        return event.id
+        return Event(id=secrets.token_urlsafe(16), type=event_type, sub=sub, sid=sid or "", time=self.clock.now(),
+                     data=payload)
 
     async def stats(self) -> DeliveryStats:
         return await self.store.stats()

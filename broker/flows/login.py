@@ -1,4 +1,8 @@
-"""Browser login through TikTok: /login starts an attempt, /callback finishes it and opens a session."""
+"""Browser login through TikTok: /login starts an attempt, /callback finishes it and opens a session.
+
+Incremental consent: `/login?add_scope=video.publish` asks TikTok for the scopes the user already granted plus the
+added ones. Nothing changes until TikTok confirms: the callback then stores the new grant in place of the old one,
+and a refusal at TikTok leaves the old grant and session as they were."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from broker.domain import LoginAttempt, Session
 from broker.errors import (
     AccessDenied,
     BrokerError,
+    InvalidRequest,
     LoginFailed,
     StoreUnavailable,
     UpstreamError,
@@ -29,6 +34,19 @@ from broker.store.records import AccountDeleted, Records
 log = logging.getLogger("broker.login")
 
 BINDING_BYTES = 32
+# The TikTok scopes `add_scope` may name (Login Kit, Display API, Content Posting). Anything else is refused here
+# rather than sent on to an error page at TikTok.
+ADDABLE_SCOPES = frozenset({"user.info.basic", "user.info.profile", "user.info.stats", "video.list",
+                            "video.publish", "video.upload"})
+
+
+def added_scopes(value: str | None) -> tuple[str, ...]:
+    """The scopes of an `add_scope` parameter (comma- or space-separated); InvalidRequest for unknown ones."""
+    names = tuple(dict.fromkeys(part for part in (value or "").replace(",", " ").split() if part))
+    unknown = [name for name in names if name not in ADDABLE_SCOPES]
+    if unknown or len(value or "") > 256:
+        raise InvalidRequest(f"add_scope may name only these TikTok scopes: {', '.join(sorted(ADDABLE_SCOPES))}.")
+    return names
 
 
 def _hash(value: str) -> str:
@@ -86,24 +104,29 @@ class LoginFlow:
         self.clock = clock
         self.metrics = metrics or Metrics()
 
-    async def start(self, *, return_to: str | None, binding_value: str | None,
-                    force_consent: bool = False) -> LoginStart:
+    async def start(self, *, return_to: str | None, binding_value: str | None, force_consent: bool = False,
+                    add_scope: str | None = None, user_id: str | None = None) -> LoginStart:
         """Record a login attempt under a fresh state and build TikTok's authorize URL.
 
         The browser-binding value is reused when the browser already has one, so logins started in
-        several tabs at once all complete (each attempt stores the same binding hash).
+        several tabs at once all complete (each attempt stores the same binding hash). With `add_scope`, TikTok
+        is asked for the configured scopes, those the signed-in user (`user_id`) granted last, and the added ones.
         """
         target = self.return_urls.check(return_to)
+        scopes = self.policy.scopes
+        added = added_scopes(add_scope)
+        if added:
+            granted = (await self.records.get_user(user_id)).get("scopes", "") if user_id else ""
+            scopes = tuple(dict.fromkeys((*scopes, *(s for s in granted.split(",") if s), *added)))
         binding = binding_value if _valid_binding(binding_value) else secrets.token_urlsafe(BINDING_BYTES)
         assert binding is not None
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)  # 64 characters of [A-Za-z0-9_-], inside PKCE's 43-128
         attempt = LoginAttempt(code_verifier=verifier, nonce=secrets.token_urlsafe(16), return_to=target,
-                               binding_hash=_hash(binding), created_at=self.clock.now(),
-                               scopes=self.policy.scopes)
+                               binding_hash=_hash(binding), created_at=self.clock.now(), scopes=scopes)
         await self.records.put_login_attempt(_hash(state), attempt, self.policy.attempt_ttl)
         url = self.provider.authorize_url(state=state, code_verifier=verifier,
-                                          redirect_uri=self.policy.redirect_uri, scopes=self.policy.scopes,
+                                          redirect_uri=self.policy.redirect_uri, scopes=scopes,
                                           force_consent=force_consent)
         return LoginStart(url, binding)
 

@@ -1,5 +1,8 @@
 """The TikTok API proxy: who may call it, which paths and scopes, our rate limits, and the forwarded call.
 
+Content Posting calls (flows/posting_rules.py, flows/tiktok_posting.py) have their bodies checked first, TikTok's
+own per-user limits applied here, and each publish_id TikTok answers recorded with the user and the client.
+
 A caller is a broker access JWT, or a confidential client acting for a user it names (background jobs).
 The user's TikTok access token is attached here and never leaves towards the caller: only allowlisted response
 headers go back. TikTok answering `access_token_invalid` costs one refresh and one retry, then the user must
@@ -31,11 +34,13 @@ from broker.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from broker.flows.posting_rules import TIKTOK_LIMITS, PostingCall
+from broker.flows.tiktok_posting import Posting
 from broker.flows.tokens import TokenFlow
 from broker.flows.upstream import UpstreamTokens
 from broker.metrics import Metrics
 from broker.providers.tiktok_parse import FIELDS_BY_SCOPE
-from broker.store.ratelimit import Bucket, RateLimiter
+from broker.store.ratelimit import Bucket, RateLimiter, Window
 
 log = logging.getLogger("broker.tiktok_api")
 
@@ -118,8 +123,10 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 class TikTokApi:
     def __init__(self, *, http: httpx.AsyncClient, upstream: UpstreamTokens, tokens: TokenFlow,
-                 limiter: RateLimiter, clock: Clock, policy: ProxyPolicy, metrics: Metrics | None = None) -> None:
+                 limiter: RateLimiter, clock: Clock, policy: ProxyPolicy, posting: Posting,
+                 metrics: Metrics | None = None) -> None:
         self.http = http
+        self.posting = posting
         self.upstream = upstream
         self.tokens = tokens
         self.limiter = limiter
@@ -156,9 +163,13 @@ class TikTokApi:
         path = self.allowed_path(path)
         if len(body) > MAX_BODY:
             raise InvalidRequest("The request body is too large.")
+        posting = self.posting.check(path, body)  # a Content Posting body of the wrong shape: 400, TikTok not called
+        needed = required_scopes(path, params)
+        if posting is not None:  # a status fetch of a publish_id that is not this user's: 404
+            needed += await self.posting.scopes(caller.user_id, posting)
         await self._charge(caller, path)
         grant = await self._grant(caller.user_id)
-        missing = [scope for scope in required_scopes(path, params) if scope not in grant.scopes]
+        missing = [scope for scope in needed if scope not in grant.scopes]
         if missing:
             raise InsufficientScope(f"The user did not grant the TikTok scope {', '.join(missing)}, which this "
                                     "request needs; the user must log in again and grant it.")
@@ -175,12 +186,28 @@ class TikTokApi:
             await response.aclose()
             raise UpstreamUnavailable(log_detail=f"tiktok {method} {path}: HTTP {response.status_code} "
                                                  f"(log_id {response.headers.get('x-tt-logid', '')})")
+        if posting is not None and posting.kind and response.status_code == 200:
+            await self._remember_publish(response, caller, posting)
         return self._answer(response, caller, method, path)
+
+    async def _remember_publish(self, response: httpx.Response, caller: Caller, posting: PostingCall) -> None:
+        """Read TikTok's (small) init answer to record its publish_id; the answer goes back byte for byte."""
+        try:
+            await response.aread()
+        except httpx.HTTPError as exc:
+            await response.aclose()
+            raise UpstreamUnavailable(log_detail=f"tiktok {posting.path}: answer cut short ({type(exc).__name__})") \
+                from None
+        await self.posting.remember(caller.user_id, caller.client_id, posting, response.content)
 
     async def _charge(self, caller: Caller, path: str) -> None:
         buckets = (Bucket(f"user:{path}", self.policy.user_rate),
                    Bucket(f"client:{caller.client_id}:{path}", self.policy.client_rate))
-        wait = await self.limiter.take(caller.user_id, buckets, self.clock.now())
+        # Where TikTok counts a user's requests in a sliding minute (Content Posting), the same exact window here
+        # refuses what TikTok would refuse, before it costs a call.
+        tiktok_limit = TIKTOK_LIMITS.get(path)
+        window = Window(f"tiktok:{path}", tiktok_limit) if tiktok_limit else None
+        wait = await self.limiter.take(caller.user_id, buckets, self.clock.now(), window=window)
         if wait > 0:
             self.metrics.count_rate_limited(PROXY_ROUTE, "user")  # both buckets are keyed by the user
             raise RateLimited(retry_after=max(1, math.ceil(wait)),

@@ -1,4 +1,5 @@
-"""TikTok's webhooks: signature and replay checks, each event handled once, `authorization.removed` acted on."""
+"""TikTok's webhooks: signature and replay checks, each event handled once, `authorization.removed` acted on,
+posting events passed on downstream (flows/post_events.py), unknown event types acknowledged and counted."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from broker.clock import Clock
 from broker.errors import BrokerError, InvalidRequest
 from broker.flows.account import AccountFlow
+from broker.flows.post_events import POST_EVENTS, PostEvents
 from broker.metrics import Metrics
 from broker.store.once import OnceMarkers
 
@@ -18,6 +20,8 @@ log = logging.getLogger("broker.tiktok_webhook")
 
 TOLERANCE = 300  # seconds between TikTok's timestamp and our clock
 DEDUPE_TTL = 4 * 86400  # TikTok retries for 72 hours
+# Events with nothing for the broker to do (Data Portability); any other name not handled here is "unknown".
+IGNORED_EVENTS = frozenset({"portability.download.ready"})
 
 
 class InvalidSignature(BrokerError):
@@ -44,8 +48,9 @@ def parse_signature_header(header: str | None) -> tuple[str, str]:
 
 class TikTokWebhooks:
     def __init__(self, *, client_key: str, client_secret: str, once: OnceMarkers, account: AccountFlow,
-                 metrics: Metrics, clock: Clock) -> None:
+                 posts: PostEvents, metrics: Metrics, clock: Clock) -> None:
         self.client_key = client_key
+        self.posts = posts
         self._secret = client_secret.encode()
         self.once = once
         self.account = account
@@ -61,7 +66,8 @@ class TikTokWebhooks:
             raise InvalidSignature(log_detail="timestamp outside the replay window")
 
     async def receive(self, header: str | None, body: bytes) -> str:
-        """"processed", "duplicate" or "ignored"; InvalidSignature (401) or InvalidRequest (400) otherwise."""
+        """"processed", "duplicate", "ignored" or "unknown" (an event type the broker does not know: acknowledged,
+        so TikTok stops retrying, and counted); InvalidSignature (401) or InvalidRequest (400) otherwise."""
         try:
             self.verify(header, body)
         except InvalidSignature:
@@ -70,6 +76,18 @@ class TikTokWebhooks:
         envelope = _parse(body)
         if envelope["client_key"] != self.client_key:
             raise InvalidRequest("The event is for another app.")
+        event = envelope["event"]
+        if event in POST_EVENTS:
+            # TikTok's events carry no id: the event, user, time and content together name one.
+            source = json.dumps([event, envelope["user_openid"], envelope["create_time"], envelope["content"]],
+                                sort_keys=True, separators=(",", ":"))
+            outcome = await self.posts.handle(event, envelope["user_openid"], envelope["content"], source)
+            self.metrics.tiktok_webhooks.labels(outcome).inc()
+            return outcome
+        if event != "authorization.removed" and event not in IGNORED_EVENTS:
+            self.metrics.tiktok_webhooks.labels("unknown").inc()
+            log.warning("tiktok webhook of an unknown type acknowledged: %r", event[:80])
+            return "unknown"
         identity = f"{envelope['event']}|{envelope['user_openid']}|{envelope['create_time']}"
         if not await self.once.first("tiktok-webhook", identity, DEDUPE_TTL):
             self.metrics.tiktok_webhooks.labels("duplicate").inc()

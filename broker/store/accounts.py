@@ -46,7 +46,7 @@ end
 for _, key in ipairs(redis.call('SMEMBERS', tag .. ':aux')) do redis.call('DEL', key) end
 local tokens = redis.call('DEL', tag .. ':tiktok')
 local profile = redis.call('DEL', tag .. ':user')
-redis.call('DEL', KEYS[1], tag .. ':aux', tag .. ':tiktok:lease')
+redis.call('DEL', KEYS[1], tag .. ':aux', tag .. ':tiktok:lease', tag .. ':posts')
 redis.call('SET', tag .. ':deleted', '1', 'PX', tonumber(ARGV[2]))
 return {browser, families, tokens, profile}
 """

@@ -11,6 +11,8 @@ Layout (one hash tag, `{events}`, so everything here lives in one Cluster slot; 
                                       score to now + lease, so an in-flight delivery is not taken by another
                                       replica, and comes back by itself if its replica dies.
   <prefix>{events}:out:stats          hash: emitted, delivered, given_up (counters for metrics).
+  <prefix>{events}:seen:<hash>        set (with a TTL) when an event that stands for one from elsewhere (a TikTok
+                                      webhook, delivered at least once) is emitted: a redelivery emits nothing.
 
 An event and its deliveries are written in one MULTI: both or neither. Delivery is at least once (a replica
 that outlives its lease may send twice), so receivers drop duplicates by jti.
@@ -76,10 +78,27 @@ return redis.call('HINCRBY', KEYS[2], ARGV[1] .. ':n', 1)
 """
 
 
+# Emit an event once per outside identity: KEYS = the seen-mark, the stream, deliveries, due, stats. ARGV[1] the
+# mark's TTL (s), ARGV[2] the stream's maxlen, ARGV[3] now, ARGV[4..15] the stream entry's six field/value pairs,
+# then pairs of (delivery id, record). Returns the stream id, or false when the mark was already there.
+PUBLISH_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return false end
+local fields = {}
+for i = 4, 15 do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+for i = 16, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[i])
+end
+redis.call('HINCRBY', KEYS[5], 'emitted', 1)
+return id
+"""
+
+
 @dataclass(frozen=True)
 class Event:
     id: str  # random; the SETs' jti, so receivers can drop duplicates
-    type: str  # session.revoked | user.logged_out | user.deleted | tiktok.deauthorized
+    type: str  # session.revoked, user.logged_out, user.deleted, tiktok.deauthorized, tiktok.post.*
     sub: str  # broker user id
     sid: str  # "" when the event is not about one session
     time: float
@@ -112,6 +131,12 @@ def _record(event: Event, url: str, now: float, expires_at: float) -> str:
                                  "time": event.time, "data": dict(event.data)}}, separators=(",", ":"))
 
 
+def _fields(event: Event) -> dict[str, str]:
+    """The stream entry of an event."""
+    return {"id": event.id, "type": event.type, "sub": event.sub, "sid": event.sid, "time": f"{event.time:.3f}",
+            "data": json.dumps(dict(event.data), separators=(",", ":"))}
+
+
 def _delivery(delivery_id: str, raw: str, attempts: str) -> Delivery:
     data = json.loads(raw)
     e = data["event"]
@@ -135,11 +160,11 @@ class EventStore:
         self._claim = client.register_script(CLAIM)
         self._finish = client.register_script(FINISH)
         self._retry = client.register_script(RETRY)
+        self._publish_once = client.register_script(PUBLISH_ONCE)
 
     async def publish(self, event: Event, *, urls: Sequence[str], now: float, expires_at: float) -> str:
         """Append the event to the stream and enqueue one delivery per URL, due now; returns the stream id."""
-        fields = {"id": event.id, "type": event.type, "sub": event.sub, "sid": event.sid,
-                  "time": f"{event.time:.3f}", "data": json.dumps(dict(event.data), separators=(",", ":"))}
+        fields = _fields(event)
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(self._stream, cast(Any, fields), maxlen=self.maxlen, approximate=True)
             for index, url in enumerate(urls):
@@ -149,6 +174,20 @@ class EventStore:
             pipe.hincrby(self._stats, "emitted", 1)
             results = await pipe.execute()
         return str(results[0])
+
+    async def publish_once(self, event: Event, *, source_hash: str, seen_ttl: int, urls: Sequence[str], now: float,
+                           expires_at: float) -> str | None:
+        """As `publish`, unless an event was already published for `source_hash` within `seen_ttl` seconds: then
+        nothing is written and None is returned. The mark and the event are written in one step."""
+        args: list[str | int | float] = [seen_ttl, self.maxlen, repr(now)]
+        for name, value in _fields(event).items():
+            args += [name, value]
+        for index, url in enumerate(urls):
+            args += [f"{event.id}.{index}", _record(event, url, now, expires_at)]
+        keys = [self.keys.event_seen(source_hash), self._stream, self._deliveries, self._due, self._stats]
+        async with translated_errors():
+            stream_id = await self._publish_once(keys=keys, args=args)
+        return None if stream_id is None else str(stream_id)
 
     async def claim_due(self, now: float, lease_seconds: float, limit: int) -> list[Delivery]:
         """Atomically take up to `limit` deliveries due at `now`, leased until now + lease_seconds."""

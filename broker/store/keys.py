@@ -71,6 +71,10 @@ class KeySpace:
         """Set when a code is exchanged, holding the refresh family it produced: a replay ends that family."""
         return f"{self.user_tag(user_id)}:code-spent:{code_hash}"
 
+    def publishes(self, user_id: str) -> str:
+        """The user's posts made through the proxy (hash: publish_id → record); deleted with the account."""
+        return f"{self.user_tag(user_id)}:posts"
+
     def denied_subject(self, user_id: str) -> str:
         # Outlives the user's own keys (deletion), so it is named by a hash of the id, in no user's slot.
         return f"{self.denylist_prefix()}sub:{digest(user_id)}"
@@ -96,6 +100,11 @@ class KeySpace:
         """The stream downstream services read with consumer groups. The hash tag puts it and the webhook
         outbox in one Cluster slot, so an event and its deliveries are written in one MULTI."""
         return f"{self.prefix}{{events}}"
+
+    def event_seen(self, source_hash: str) -> str:
+        """Marks an event from elsewhere (a TikTok webhook) as already emitted, beside the stream it went to, so
+        the mark and the event are written in one step."""
+        return f"{self.prefix}{{events}}:seen:{source_hash}"
 
     def event_outbox(self, part: str) -> str:
         """Webhook outbox, same slot as the stream: `deliveries` (hash: id → record), `due` (zset: id → next

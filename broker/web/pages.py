@@ -43,9 +43,13 @@ async def home(request: Request) -> Response:
 async def login(request: Request) -> Response:
     svc = services(request)
     await svc.limits.check("login", ip=client_ip(request))
+    add_scope = request.query_params.get("add_scope")
+    # Adding scopes: ask TikTok for what the signed-in user granted so far as well (none when signed out).
+    session = await svc.sessions.resolve(read_session_cookie(request, svc.settings)) if add_scope else None
     start = await svc.login.start(return_to=request.query_params.get("return_to"),
                                   binding_value=read_binding_cookie(request, svc.settings),
-                                  force_consent=request.query_params.get("prompt") == "login")
+                                  force_consent=request.query_params.get("prompt") == "login",
+                                  add_scope=add_scope, user_id=session.user_id if session else None)
     response = RedirectResponse(start.redirect_url, status_code=302, headers=NO_STORE)
     set_binding_cookie(response, svc.settings, start.binding_value)
     return response

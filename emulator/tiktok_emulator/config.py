@@ -13,6 +13,10 @@ TtlProfile = Literal["2026", "legacy"]
 BASIC = "user.info.basic"
 PROFILE = "user.info.profile"
 STATS = "user.info.stats"
+VIDEO_PUBLISH = "video.publish"
+VIDEO_UPLOAD = "video.upload"
+MB = 1024 * 1024
+MIN_CHUNK = 5 * MB  # TikTok's smallest chunk (contract §13); files under it go in one piece
 
 # (access-token TTL, refresh-token TTL) in seconds; contract §3.5: Nov-2026 docs vs the older v2 docs.
 TTL_PROFILES: dict[str, tuple[int, int]] = {
@@ -43,6 +47,8 @@ class TestUser:
     avatar_url_100: str = ""
     avatar_large_url: str = ""
     profile_deep_link: str = ""
+    private_account: bool = False  # decides the privacy levels TikTok offers for posts (contract §13)
+    max_video_post_duration_sec: int = 600
 
 
 DEFAULT_USERS: tuple[TestUser, ...] = (
@@ -74,6 +80,7 @@ DEFAULT_USERS: tuple[TestUser, ...] = (
         union_id="0f1e2d3c-4b5a-4968-a7b6-c5d4e3f2a1b0",
         display_name="Ada Sandbox",
         username="ada.sandbox",
+        private_account=True,
     ),
 )
 
@@ -89,7 +96,7 @@ class EmulatorConfig:
     # Deviation: for "web" the emulator also accepts http://127.0.0.1 / localhost registrations,
     # which TikTok refuses (https public hosts only), because the emulator runs on a laptop.
     redirect_uris: tuple[str, ...] = ()
-    approved_scopes: tuple[str, ...] = (BASIC, PROFILE, STATS, "video.list")
+    approved_scopes: tuple[str, ...] = (BASIC, PROFILE, STATS, "video.list", VIDEO_PUBLISH, VIDEO_UPLOAD)
     users: tuple[TestUser, ...] = DEFAULT_USERS
     require_pkce_web: bool = True
     accept_base64url_challenge: bool = False
@@ -108,6 +115,16 @@ class EmulatorConfig:
     rate_limit_per_minute: int = 600
     public_url: str = "http://127.0.0.1:8081"
     consent_ttl: int = 1800
+    # Content Posting. An audited app posts as asked; an unaudited one gets TikTok's restrictions (at most 5
+    # posting users per 24 h, private accounts only, SELF_ONLY posts).
+    audited: bool = True
+    # TikTok's 5 MB minimum chunk; tests may lower it (never raise it) to post small files in several chunks.
+    min_chunk_bytes: int = MIN_CHUNK
+    # How long TikTok "processes" an upload or a pull before the post ends (PUBLISH_COMPLETE, inbox, FAILED).
+    publish_processing_seconds: float = 2.0
+    daily_post_cap: int = 15  # posts per creator per 24 h ("typically around 15")
+    # PULL_FROM_URL sources and photo URLs must start with one of these (TikTok: a verified domain or prefix).
+    verified_url_prefixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -136,6 +153,10 @@ class EmulatorConfig:
             found.append("code_ttl and rate_limit_per_minute must be positive")
         if self.webhook_retry_initial <= 0 or self.webhook_retry_factor < 1:
             found.append("webhook retry schedule needs initial > 0 and factor >= 1")
+        if not 1 <= self.min_chunk_bytes <= MIN_CHUNK:
+            found.append(f"min_chunk_bytes must be between 1 and TikTok's {MIN_CHUNK} bytes")
+        if self.publish_processing_seconds < 0 or self.daily_post_cap <= 0:
+            found.append("publish_processing_seconds must be >= 0 and daily_post_cap positive")
         return found
 
     @property

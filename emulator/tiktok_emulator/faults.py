@@ -8,8 +8,10 @@ from typing import Any
 
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-API_ENDPOINTS = ("user_info", "video_list", "video_query")  # Bearer-authorized, data/error envelope
-ENDPOINTS = ("authorize", "consent", "token", "revoke", *API_ENDPOINTS, "*")
+# Bearer-authorized, data/error envelope
+API_ENDPOINTS = ("user_info", "video_list", "video_query", "creator_info", "video_init", "inbox_init",
+                 "content_init", "status_fetch")
+ENDPOINTS = ("authorize", "consent", "token", "revoke", *API_ENDPOINTS, "upload", "*")
 MODES = ("latency", "http_500", "error_200", "rate_limit", "garbage")
 
 
@@ -81,7 +83,7 @@ def fault_response(endpoint: str, mode: str, log_id: str) -> Response:
     if endpoint in ("authorize", "consent"):
         text = "Too many requests" if mode == "rate_limit" else "Something went wrong. Please try again later."
         return HTMLResponse(f"<html><body><h1>TikTok</h1><p>{text}</p></body></html>", status, headers=headers)
-    if endpoint in API_ENDPOINTS:
+    if endpoint in (*API_ENDPOINTS, "upload"):
         code, message = ("rate_limit_exceeded", "Rate limit exceeded.") if mode == "rate_limit" else (
             "internal_error", "Internal error, please retry later.")
         return JSONResponse({"error": {"code": code, "message": message, "log_id": log_id}}, status,

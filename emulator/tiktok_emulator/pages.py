@@ -20,6 +20,8 @@ SCOPE_DESCRIPTIONS = {
     "user.info.profile": "Read your profile details (username, bio, verified badge, profile link)",
     "user.info.stats": "Read your stats (followers, following, likes and video counts)",
     "video.list": "Read your public videos",
+    "video.publish": "Post content to your TikTok profile",
+    "video.upload": "Send drafts to your TikTok inbox",
 }
 
 

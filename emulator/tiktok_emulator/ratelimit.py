@@ -1,4 +1,5 @@
-"""A per-app sliding 60-second request window, as TikTok applies to `/v2/user/info/` (contract §7)."""
+"""Sliding 60-second request windows: per app, as TikTok applies to `/v2/user/info/` (contract §7), and per user
+token, as it applies to the Content Posting API (contract §13)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ class SlidingWindow:
 
     def clear(self) -> None:
         self._hits.clear()
+
+
+class TokenWindows:
+    """One sliding window per access token: the Content Posting API limits each user token on its own."""
+
+    def __init__(self, clock: Clock, limit: int) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._windows: dict[str, SlidingWindow] = {}
+
+    def allow(self, token: str) -> bool:
+        window = self._windows.get(token)
+        if window is None:
+            window = self._windows[token] = SlidingWindow(self._clock, self._limit)
+        return window.allow()
+
+    def clear(self) -> None:
+        self._windows.clear()

@@ -10,11 +10,14 @@ from starlette.requests import Request
 from tiktok_emulator.clock import Clock
 from tiktok_emulator.config import CLIENT_TOKEN_TTL, EmulatorConfig
 from tiktok_emulator.faults import Fault, FaultBook, parse_fault
-from tiktok_emulator.ratelimit import SlidingWindow
+from tiktok_emulator.posts import PostBook
+from tiktok_emulator.ratelimit import SlidingWindow, TokenWindows
 from tiktok_emulator.sessions import ConsentBook
 from tiktok_emulator.tokenstore import IssuedToken, TokenStore
 from tiktok_emulator.users import UserDirectory
 from tiktok_emulator.webhooks import WebhookSender
+
+POSTING_LIMITS = {"creator_info": 20, "video_init": 6, "inbox_init": 6, "content_init": 6, "status_fetch": 30}
 
 
 class EmulatorState:
@@ -32,6 +35,9 @@ class EmulatorState:
         self.video_list_window = SlidingWindow(clock, config.rate_limit_per_minute)
         self.video_query_window = SlidingWindow(clock, config.rate_limit_per_minute)
         self.webhooks = WebhookSender(config, clock, webhook_client)
+        self.posts = PostBook(config, clock, self.webhooks)
+        # Content Posting limits, per user access token and endpoint (contract §13).
+        self.posting_windows = {endpoint: TokenWindows(clock, limit) for endpoint, limit in POSTING_LIMITS.items()}
         # One record per API call, oldest first: {"endpoint", "grant_type", "token", "status", "error", "time"}.
         self.calls: list[dict[str, Any]] = []
 
@@ -75,6 +81,9 @@ class EmulatorState:
         self.user_info_window.clear()
         self.video_list_window.clear()
         self.video_query_window.clear()
+        for windows in self.posting_windows.values():
+            windows.clear()
+        self.posts.clear()
         self.users.clear_typed()
         self.calls.clear()
         self.webhooks.deliveries.clear()

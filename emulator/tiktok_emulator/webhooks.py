@@ -1,4 +1,5 @@
-"""Outgoing webhooks: the signed `authorization.removed` envelope and its at-least-once delivery with backoff."""
+"""Outgoing webhooks: TikTok's signed envelope (`authorization.removed`, the Content Posting and Share Kit events)
+and its at-least-once delivery with backoff."""
 
 from __future__ import annotations
 
@@ -77,31 +78,35 @@ class WebhookSender:
 
     def authorization_removed(self, open_id: str, reason: int, *, duplicate: bool = False) -> bool:
         """Queue the event in the background (the caller's response must not wait); False if no webhook_url."""
+        return self.send(AUTHORIZATION_REMOVED, open_id, {"reason": reason}, duplicate=duplicate)
+
+    def send(self, event: str, open_id: str, content: dict[str, object], *, duplicate: bool = False) -> bool:
+        """Queue any event for delivery in the background; False if no webhook_url is configured."""
         if not self.enabled:
             return False
-        body = envelope(client_key=self._config.client_key, event=AUTHORIZATION_REMOVED,
-                        create_time=int(self._clock.now()), user_openid=open_id, content={"reason": reason})
-        task = asyncio.create_task(self._deliver(body, open_id,
+        body = envelope(client_key=self._config.client_key, event=event, create_time=int(self._clock.now()),
+                        user_openid=open_id, content=content)
+        task = asyncio.create_task(self._deliver(event, body, open_id,
                                                  duplicate or self._config.webhook_duplicate_delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
-    async def _deliver(self, body: bytes, open_id: str, duplicate: bool) -> None:
+    async def _deliver(self, event: str, body: bytes, open_id: str, duplicate: bool) -> None:
         cfg = self._config
         waits = [0.0, *retry_delays(cfg.webhook_retry_initial, cfg.webhook_retry_factor, cfg.webhook_retry_horizon)]
         for attempt, wait in enumerate(waits, start=1):
             if wait:
                 await asyncio.sleep(wait)
-            if await self._post(body, open_id, attempt, duplicate=False):
+            if await self._post(event, body, open_id, attempt, duplicate=False):
                 break
         else:
             return  # horizon reached: TikTok drops the event
         if duplicate:
             # At-least-once delivery: receivers must cope with the same event twice.
-            await self._post(body, open_id, attempt + 1, duplicate=True)
+            await self._post(event, body, open_id, attempt + 1, duplicate=True)
 
-    async def _post(self, body: bytes, open_id: str, attempt: int, *, duplicate: bool) -> bool:
+    async def _post(self, event: str, body: bytes, open_id: str, attempt: int, *, duplicate: bool) -> bool:
         url = self._config.webhook_url
         assert url is not None
         header = signature_header(self._config.client_secret, int(self._clock.now()), body)
@@ -113,7 +118,7 @@ class WebhookSender:
             status = response.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        self.deliveries.append(DeliveryAttempt(AUTHORIZATION_REMOVED, open_id, attempt, status, error,
+        self.deliveries.append(DeliveryAttempt(event, open_id, attempt, status, error,
                                                body.decode("utf-8"), header, duplicate))
         return status == 200
 

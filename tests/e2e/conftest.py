@@ -32,13 +32,14 @@ class Stack:
 
 
 def start_stack(base: Settings, *, tiktok_webhooks: bool = False,
+                scopes: tuple[str, ...] = ("user.info.basic", "user.info.profile"),
                 **emulator_options: Any) -> tuple[Stack, list[ThreadedServer]]:
     broker_port, emulator_port = free_port(), free_port()
     issuer = f"http://127.0.0.1:{broker_port}"
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     settings = base.with_overrides(issuer=issuer, tiktok_authorize_url=f"{emulator_url}/v2/auth/authorize/",
                                    tiktok_api_url=emulator_url,
-                                   tiktok_scopes=("user.info.basic", "user.info.profile"))
+                                   tiktok_scopes=scopes)
     options = {"redirect_uris": (f"{issuer}/callback",), "public_url": emulator_url, **emulator_options}
     if tiktok_webhooks:  # the emulator delivers its signed webhooks to the broker, as TikTok would
         options["webhook_url"] = f"{issuer}/webhooks/tiktok"

@@ -46,6 +46,7 @@ class TikTok:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        await self.state.posts.aclose()
         await self.state.webhooks.aclose()
 
     async def authorize(self, path: str = "/v2/auth/authorize/", /, **overrides: str | None) -> httpx.Response:

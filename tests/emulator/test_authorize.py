@@ -40,7 +40,7 @@ async def test_both_path_spellings_and_unknown_params_are_fine(tiktok: TikTok, p
     ({"redirect_uri": REDIRECT + "/"}, "redirect_uri"),  # exact match: a trailing slash is a different URI
     ({"redirect_uri": "https://evil.example/cb"}, "redirect_uri"),
     ({"scope": None}, "scope"),
-    ({"scope": "user.info.basic,video.publish"}, "scope"),
+    ({"scope": "user.info.basic,research.adlib.basic"}, "scope"),  # not approved for the app
     ({"code_challenge": None}, "code_challenge"),
     ({"code_challenge_method": "plain"}, "code_challenge_method"),
 ])

@@ -309,3 +309,24 @@ def test_the_audience_is_the_origin_of_the_webhook_url() -> None:
     assert origin("https://svc.example:443/x") == "https://svc.example"
     assert origin("http://127.0.0.1:8081/x") == "http://127.0.0.1:8081"
     assert origin("http://[::1]:9000/x") == "http://[::1]:9000"
+
+
+async def test_an_event_from_elsewhere_is_emitted_once_even_by_replicas_at_once(world: World,
+                                                                                 redis_sync: redis_lib.Redis) -> None:
+    one, two = world.replica(), world.replica()
+    source = '["post.publish.complete","open-id",1800000000,{"publish_id":"v.1"}]'
+    emitted = await asyncio.gather(*(replica.emit_once("tiktok.post.complete", source=source, sub="user-1",
+                                                       data={"publish_id": "v.1"})
+                                     for replica in (one, two, one, two)))
+    assert sum(event_id is not None for event_id in emitted) == 1
+    assert redis_sync.xlen(STREAM) == 1 and redis_sync.zcard(DUE) == 1  # one entry, one delivery to the one URL
+    (_, fields), = redis_sync.xrange(STREAM)
+    assert fields["id"] == next(e for e in emitted if e) and fields["type"] == "tiktok.post.complete"
+    assert await one.deliver_due() == 1
+    assert world.receiver.jtis == [fields["id"]]
+    assert await one.emit_once("tiktok.post.complete", source=source, sub="user-1") is None  # still a repeat
+    seen = [key for key in redis_sync.keys("broker:{events}:seen:*")]
+    assert len(seen) == 1 and 0 < redis_sync.ttl(seen[0]) <= 4 * 86400
+    world.clock.advance(1)
+    other = await one.emit_once("tiktok.post.complete", source=source.replace("v.1", "v.2"), sub="user-1")
+    assert other is not None and redis_sync.xlen(STREAM) == 2
