@@ -71,6 +71,9 @@ class ProxyPolicy:
 class Caller:
     user_id: str
     client_id: str  # BROWSER for tokens of cookie sessions
+    # The scopes of the caller's own token: a call needs each TikTok scope in it, not only in the user's grant.
+    # None for a service acting for a user (no token; the operator granted it tiktok.proxy).
+    token_scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,8 @@ class TikTokApi:
 
     async def caller_for_token(self, token: str) -> Caller:
         claims = await self.tokens.check_access_token(token)
-        return Caller(str(claims["sub"]), str(claims.get("client_id") or BROWSER))
+        return Caller(str(claims["sub"]), str(claims.get("client_id") or BROWSER),
+                      frozenset(str(claims.get("scope", "")).split()))
 
     def caller_for_service(self, client: Client, subject: str | None) -> Caller:
         """An authenticated client acting for `subject`; the grant itself is checked when it is used."""
@@ -156,9 +160,15 @@ class TikTokApi:
         path = self.allowed_path(path)
         if len(body) > MAX_BODY:
             raise InvalidRequest("The request body is too large.")
+        needed = required_scopes(path, params)
+        if caller.token_scopes is not None:  # before anything is charged or refreshed: a refusal changes nothing
+            beyond = [scope for scope in needed if scope not in caller.token_scopes]
+            if beyond:
+                raise InsufficientScope(f"This token does not carry the TikTok scope {', '.join(beyond)}, which this "
+                                        "request needs.", log_detail=f"client {caller.client_id}")
         await self._charge(caller, path)
         grant = await self._grant(caller.user_id)
-        missing = [scope for scope in required_scopes(path, params) if scope not in grant.scopes]
+        missing = [scope for scope in needed if scope not in grant.scopes]
         if missing:
             raise InsufficientScope(f"The user did not grant the TikTok scope {', '.join(missing)}, which this "
                                     "request needs; the user must log in again and grant it.")
