@@ -86,7 +86,8 @@ def test_allow_an_app_then_revoke_it_from_the_account_page(stack: Stack, receive
     refreshed = httpx.post(f"{url}/oauth/token", auth=THIRD.auth,
                            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
     assert refreshed.status_code == 400
-    assert httpx.get(f"{url}/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 401
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert httpx.get(f"{url}/userinfo", headers=bearer).status_code == 401
     logout = jwt.decode(receiver.wait_for(1)[0], options={"verify_signature": False})
     id_token = jwt.decode(tokens["id_token"], options={"verify_signature": False})
     assert logout["sid"] == id_token["sid"] and logout["sub"] == id_token["sub"] and logout["aud"] == "photos"

@@ -12,7 +12,7 @@ import pytest
 from broker.clients import secret_digest
 from broker.config import Settings
 from tests.e2e.conftest import ALICE, Stack, start_stack
-from tests.support.apps import App, authorize, authorization_url, pkce, reply_params
+from tests.support.apps import App, authorization_url, authorize, pkce, reply_params
 from tests.support.browser import Browser
 
 THIRD = App("photos", "https://photos.example.com/cb", "photos-secret-0123456789-abcdefghijklmnop")
