@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,34 +24,11 @@ from authlib.oidc.core import CodeIDToken
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
-from broker.clients import secret_digest
 from broker.config import Settings
 from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.backchannel import LogoutReceiver, logout_receiver
 from tests.support.browser import Browser
-
-SECRET = "library-secret-0123456789-abcdefghijklmnop"
-BYE = "https://rp.example.com/signed-out"
-
-
-@dataclass(frozen=True)
-class Kind:
-    client_id: str
-    auth_method: str
-    id_token_alg: str
-
-    @property
-    def redirect_uri(self) -> str:
-        return f"https://rp.example.com/{self.client_id}/cb"
-
-    @property
-    def secret(self) -> str | None:
-        return None if self.auth_method == "none" else SECRET
-
-
-KINDS = {"confidential-basic": Kind("rp-basic", "client_secret_basic", "RS256"),
-         "confidential-post": Kind("rp-post", "client_secret_post", "ES256"),
-         "public-pkce": Kind("rp-public", "none", "RS256")}
+from tests.support.relying_parties import BYE, KINDS, Kind, clients_yaml, until_app
 
 
 @pytest.fixture
@@ -63,38 +39,12 @@ def receiver() -> Iterator[LogoutReceiver]:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path, receiver: LogoutReceiver) -> Iterator[Stack]:
-    entries = []
-    for kind in KINDS.values():
-        secret = f"    client_secret_sha256: {secret_digest(SECRET)}\n" if kind.secret else ""
-        entries.append(f"""  - client_id: {kind.client_id}
-    client_name: Library {kind.client_id}
-{secret}    token_endpoint_auth_method: {kind.auth_method}
-    redirect_uris: ["{kind.redirect_uri}"]
-    post_logout_redirect_uris: ["{BYE}"]
-    backchannel_logout_uri: {receiver.url}
-    id_token_signed_response_alg: {kind.id_token_alg}
-    scopes: [openid, profile]
-""")
     clients = tmp_path / "clients.yaml"
-    clients.write_text("clients:\n" + "".join(entries))
+    clients.write_text(clients_yaml(receiver.url))
     running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
     yield running
     for server in servers:
         server.stop()
-
-
-def until_app(stack: Stack, browser: Browser, url: str, *, at_tiktok: str = "allow") -> tuple[str, bool]:
-    """A browser follows an authorization URL to the app: TikTok's page answered with `at_tiktok`, the broker's
-    consent page allowed. Returns where it lands and whether the broker asked for consent."""
-    response = browser.get(url)
-    if response.url.port == stack.emulator.port and response.status_code == 200:
-        response = browser.consent(response, user=ALICE, scopes=("user.info.basic", "user.info.profile"),
-                                   action=at_tiktok)
-    asked = browser.is_app_consent(response)
-    if asked:
-        response = browser.app_consent(response)
-    assert response.is_redirect, (response.status_code, response.text[:300])
-    return response.headers["location"], asked
 
 
 def checked_id_token(stack: Stack, jwks: dict[str, object], token: dict[str, str], kind: Kind, *,
