@@ -138,9 +138,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     clock = SystemClock()
     try:
         if args.keys_command == "new":
-            info = create_key(settings.keys_dir, alg=args.alg or settings.signing_alg, activate_at=args.activate_at,
-                              clock=clock, jwks_max_age=settings.jwks_max_age)
-            print(f"created {info.kid} ({info.alg}), signs from {_iso(info.activate_at)}")
+            created = [create_key(settings.keys_dir, alg=args.alg or settings.signing_alg,
+                                  activate_at=args.activate_at, clock=clock, jwks_max_age=settings.jwks_max_age)]
+            if args.alg is None:  # also the first key of every other algorithm the broker signs with (ID tokens)
+                have = {status.alg for status in list_keys(settings.keys_dir, clock=clock,
+                                                           max_token_lifetime=settings.max_token_lifetime,
+                                                           jwks_max_age=settings.jwks_max_age)}
+                created += [create_key(settings.keys_dir, alg=alg, clock=clock, jwks_max_age=settings.jwks_max_age)
+                            for alg in settings.key_algorithms if alg not in have]
+            for info in created:
+                print(f"created {info.kid} ({info.alg}), signs from {_iso(info.activate_at)}")
         elif args.keys_command == "list":
             for status in list_keys(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                                     jwks_max_age=settings.jwks_max_age):
