@@ -8,15 +8,17 @@ The code exchange, refresh and userinfo live in oidc_tokens.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from broker.clients import Client, ClientRegistry
 from broker.clock import Clock
 from broker.domain import Session
-from broker.errors import InvalidRequest
+from broker.errors import BrokerError, InvalidRequest
 from broker.flows.authz_request import (
     REAUTHENTICATE,
     AuthorizationError,
@@ -29,6 +31,8 @@ from broker.flows.consent import ConsentFlow, ConsentRequest, describe
 from broker.flows.login import LoginFlow
 from broker.flows.scopes import ScopePolicy
 from broker.store.codes import AuthorizationStore, CodeRecord, PendingAuthorization
+
+log = logging.getLogger("broker.oidc")
 
 CODE_TTL = 60
 PENDING_TTL = 600
@@ -64,8 +68,12 @@ class OidcFlow:
         params, pushed = await self._unpushed(params)
         _, request = check_request(params, clients=self.clients, scopes=self.scopes, issuer=self.issuer,
                                    now=self.clock.now(), pushed=pushed)
-        now = self.clock.now()
-        if not needs_sign_in(request, session.signed_in_at if session else None, now):
+        async with self._answering(request):
+            return await self._start(request, session, binding_value)
+
+    async def _start(self, request: PendingAuthorization, session: Session | None,
+                     binding_value: str | None) -> AuthorizeStep:
+        if not needs_sign_in(request, session.signed_in_at if session else None, self.clock.now()):
             assert session is not None
             return await self._continue(request, session)
         if "none" in request.prompt.split():
@@ -116,7 +124,8 @@ class OidcFlow:
         # Only a sign-in that happened for this request counts (prompt=login, max_age, or none before).
         if session is None or session.signed_in_at < request.created_at:
             raise error_reply(request, self.issuer, "login_required", "Signing in did not complete.")
-        return await self._continue(request, session)
+        async with self._answering(request):
+            return await self._continue(request, session)
 
     async def _continue(self, request: PendingAuthorization, session: Session) -> ClientReply | ConsentRequest:
         client = self._client(request)
@@ -137,11 +146,25 @@ class OidcFlow:
         request = await self.store.take_pending(request_id) if request_id else None
         if request is None:
             raise InvalidRequest("This request has expired. Please start again from the application.")
-        client = self._client(request)
         if not allow:
             raise error_reply(request, self.issuer, "access_denied", "The user did not allow this app.")
-        await self.consent.grant(session.user_id, client, request.scopes)
-        return await self._issue_code(request, session)
+        async with self._answering(request):
+            await self.consent.grant(session.user_id, self._client(request), request.scopes)
+            return await self._issue_code(request, session)
+
+    @contextlib.asynccontextmanager
+    async def _answering(self, request: PendingAuthorization) -> AsyncIterator[None]:
+        """Once a request is validated, every failure goes back to the app (`temporarily_unavailable` when Redis
+        or TikTok is away, `server_error` otherwise), never a dead end on a broker page."""
+        try:
+            yield
+        except AuthorizationError:
+            raise
+        except BrokerError as error:
+            log.warning("authorization for %s failed after validation: %s %s", request.client_id, error.code,
+                        error.log_detail)
+            code = "temporarily_unavailable" if error.status == 503 else "server_error"
+            raise error_reply(request, self.issuer, code, error.description) from error
 
     def _client(self, request: PendingAuthorization) -> Client:
         client = self.clients.get(request.client_id)

@@ -281,3 +281,17 @@ async def test_client_credentials_for_the_client_itself(stack: InProcess) -> Non
     too_much = await stack.broker.post("/oauth/token", auth=(JOBS.client_id, SECRET),
                                        data={"grant_type": "client_credentials", "scope": "openid"})
     assert too_much.status_code == 400 and too_much.json()["error"] == "invalid_scope"
+
+
+async def test_a_store_failure_after_validation_reaches_the_app(stack: InProcess,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from broker.errors import StoreUnavailable
+
+    async def unreachable(*args: object) -> None:
+        raise StoreUnavailable(log_detail="test: Redis away")
+
+    monkeypatch.setattr(stack.app.state.services.oidc.store, "put_pending", unreachable)
+    _, challenge = pkce()
+    reply = answer(await stack.broker.get(authorize_url(stack, SPA, challenge)))  # no session: parks the request
+    assert reply["error"] == "temporarily_unavailable" and reply["state"] == "s-1"
+    assert reply["iss"] == stack.settings.issuer
