@@ -53,10 +53,10 @@ class RpLogout:
         client_id = params.get("client_id", "")
         if hint is not None:
             audiences = hint.get("aud")
-            named = audiences if isinstance(audiences, list) else [audiences]
-            if client_id and client_id not in named:
+            named = [str(aud) for aud in (audiences if isinstance(audiences, list) else [audiences]) if aud]
+            if not named or (client_id and client_id not in named):
                 raise InvalidRequest("client_id does not match the id_token_hint.")
-            client_id = client_id or str(named[0])
+            client_id = client_id or named[0]
         client = self.clients.get(client_id) if client_id else None
         if client_id and client is None:
             raise InvalidRequest("Unknown client_id.")
