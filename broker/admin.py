@@ -66,7 +66,7 @@ def settings_and_problems(*, prepare_keys: bool = False) -> tuple[Settings | Non
     from broker.clients import load_clients
 
     try:
-        load_clients(settings.clients_file)
+        load_clients(settings.clients_file, gateway_audience=settings.token_audience)
     except ConfigError as exc:
         problems += exc.problems
     return settings, problems
@@ -76,21 +76,30 @@ def _rotate_keys(settings: Settings) -> None:
     from broker.signing.rotation import KeyRotator
 
     KeyRotator(settings.keys_dir, period=settings.key_rotation_period, alg=settings.signing_alg, clock=SystemClock(),
-               jwks_max_age=settings.jwks_max_age, max_token_lifetime=settings.max_token_lifetime).run_once()
+               jwks_max_age=settings.jwks_max_age, max_token_lifetime=settings.max_token_lifetime,
+               also=settings.key_algorithms).run_once()
+
+
+KEY_USES = {"RS256": "ID tokens", "ES256": "ID tokens of clients that register ES256"}
 
 
 def _signing_key_problem(settings: Settings) -> str | None:
+    """A key must be active for every algorithm the broker signs with (its own, and both ID-token ones)."""
     from broker.signing.keyring import KeyRing
 
     try:
-        KeyRing(settings.keys_dir, clock=SystemClock(), max_token_lifetime=settings.max_token_lifetime,
-                jwks_max_age=settings.jwks_max_age).signing_key()
+        ring = KeyRing(settings.keys_dir, clock=SystemClock(), max_token_lifetime=settings.max_token_lifetime,
+                       jwks_max_age=settings.jwks_max_age)
     except ConfigError as exc:
         return "; ".join(exc.problems)
-    except Exception as exc:  # NoActiveKey and friends: report, do not crash
-        detail = getattr(exc, "log_detail", "") or str(exc)
-        return f"BROKER_KEYS_DIR: {detail}"
-    return None
+    missing = []
+    for alg in settings.key_algorithms:
+        try:
+            ring.signing_key(alg)
+        except Exception:  # NoActiveKey: report, do not crash
+            use = "access tokens and events" if alg == settings.signing_alg else KEY_USES.get(alg, "")
+            missing.append(f"no active {alg} key ({use}): run `broker keys new --alg {alg}`")
+    return f"BROKER_KEYS_DIR: {settings.keys_dir}: " + "; ".join(missing) if missing else None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -129,9 +138,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     clock = SystemClock()
     try:
         if args.keys_command == "new":
-            info = create_key(settings.keys_dir, alg=args.alg or settings.signing_alg, activate_at=args.activate_at,
-                              clock=clock, jwks_max_age=settings.jwks_max_age)
-            print(f"created {info.kid} ({info.alg}), signs from {_iso(info.activate_at)}")
+            created = [create_key(settings.keys_dir, alg=args.alg or settings.signing_alg,
+                                  activate_at=args.activate_at, clock=clock, jwks_max_age=settings.jwks_max_age)]
+            if args.alg is None:  # also the first key of every other algorithm the broker signs with (ID tokens)
+                have = {status.alg for status in list_keys(settings.keys_dir, clock=clock,
+                                                           max_token_lifetime=settings.max_token_lifetime,
+                                                           jwks_max_age=settings.jwks_max_age)}
+                created += [create_key(settings.keys_dir, alg=alg, clock=clock, jwks_max_age=settings.jwks_max_age)
+                            for alg in settings.key_algorithms if alg not in have]
+            for info in created:
+                print(f"created {info.kid} ({info.alg}), signs from {_iso(info.activate_at)}")
         elif args.keys_command == "list":
             for status in list_keys(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                                     jwks_max_age=settings.jwks_max_age):
@@ -182,14 +198,26 @@ def cmd_clients(args: argparse.Namespace) -> int:
 
     entry: dict[str, object] = {"client_id": args.client_id, "redirect_uris": args.redirect_uri,
                                 "scopes": args.scope or ["openid"]}
-    if args.audience:
-        entry["audience"] = args.audience
-    if args.public:
+    optional: dict[str, object] = {
+        "client_name": args.client_name, "audience": args.audience, "first_party": args.first_party or None,
+        "grant_types": args.grant_type or None, "post_logout_redirect_uris": args.post_logout_redirect_uri or None,
+        "backchannel_logout_uri": args.backchannel_logout_uri, "allowed_cors_origins": args.cors_origin or None,
+        "id_token_signed_response_alg": args.id_token_alg,
+        "require_pushed_authorization_requests": args.require_par or None}
+    entry.update({name: value for name, value in optional.items() if value is not None})
+    secret = None if args.public else new_client_secret()
+    if secret is None:
         entry["token_endpoint_auth_method"] = "none"  # noqa: S105 - a method name, not a secret
     else:
-        secret = new_client_secret()
         entry["client_secret_sha256"] = secret_digest(secret)
         entry["token_endpoint_auth_method"] = args.auth_method
+    from broker.client_entries import parse_entry
+
+    problems: list[str] = []
+    parse_entry(0, entry, problems)  # the clients file's own checks: never print an entry it would refuse
+    if problems:
+        return fail(problems, "This client would be refused:")
+    if secret is not None:
         print(f"client_secret (shown once, store it now): {secret}", file=sys.stderr)
     print(json.dumps(entry, indent=2))
     return 0

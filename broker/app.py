@@ -17,16 +17,20 @@ from broker.clients import load_clients
 from broker.clock import Clock, SystemClock
 from broker.config import Settings
 from broker.errors import ConfigError
-from broker.flows.account import AccountFlow
+from broker.flows.account import AccountFlow, AccountPowers
+from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens, derive_key
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
-from broker.flows.oidc import OidcFlow
+from broker.flows.logout import RpLogout
+from broker.flows.oidc import RESUME_PATH, OidcFlow
+from broker.flows.oidc_tokens import OidcTokens
 from broker.flows.post_events import PostEvents
 from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
+from broker.flows.scopes import ScopePolicy
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
 from broker.flows.tiktok_posting import Posting
@@ -38,10 +42,12 @@ from broker.providers.base import Provider
 from broker.providers.registry import create_provider
 from broker.signing.id_tokens import IdTokenSigner
 from broker.signing.keyring import KeyRing
+from broker.signing.logout_tokens import LogoutTokenSigner
 from broker.signing.rotation import KeyRotator
 from broker.signing.tokens import TokenService
 from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
+from broker.store.consents import Consents
 from broker.store.events import EventStore
 from broker.store.families import Families
 from broker.store.keys import KeySpace
@@ -82,15 +88,15 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     metrics = Metrics()  # one per app: every part that counts something gets this instance
     keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
     records = Records(redis_client, keyspace, vault)
-    clients = load_clients(settings.clients_file)
+    clients = load_clients(settings.clients_file, gateway_audience=settings.token_audience)
     rotator = None
     if settings.key_rotation_period > 0:
         rotator = KeyRotator(settings.keys_dir, period=settings.key_rotation_period, alg=settings.signing_alg,
                              clock=clock, jwks_max_age=settings.jwks_max_age,
-                             max_token_lifetime=settings.max_token_lifetime)
+                             max_token_lifetime=settings.max_token_lifetime, also=settings.key_algorithms)
         rotator.run_once()  # a fresh deployment signs from its first request
     keyring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
-                      jwks_max_age=settings.jwks_max_age)
+                      jwks_max_age=settings.jwks_max_age, alg=settings.signing_alg)
     tokens = TokenService(keyring, issuer=settings.issuer, audience=settings.token_audience,
                           ttl=settings.access_token_ttl, leeway=settings.jwt_leeway, clock=clock,
                           verified_cache_size=settings.local_cache_size)
@@ -115,33 +121,44 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                                                              settings.access_token_ttl, settings.jwt_leeway,
                                                              audiences), clock, cache=session_cache)
     events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
-                    issuer=settings.issuer, metrics=metrics)
+                    issuer=settings.issuer, metrics=metrics,
+                    logout_tokens=LogoutTokenSigner(keyring, issuer=settings.issuer))
     token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
-                           policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock,
-                           events=events, access_cache=access_cache, metrics=metrics)
+                           policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl,
+                                              gateway_audience=settings.token_audience), clock=clock,
+                           events=events, access_cache=access_cache, metrics=metrics, clients=clients)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,
                       return_urls=ReturnUrlPolicy(settings.issuer, settings.allowed_return_urls),
-                      policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl),
+                      policy=LoginPolicy(settings.redirect_uri, settings.tiktok_scopes, settings.login_ttl,
+                                         failures_return_to=(f"{settings.issuer}{RESUME_PATH}?",)),
                       clock=clock, metrics=metrics)
-    discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records,
-                          signing_alg=settings.signing_alg)
+    scopes = ScopePolicy(settings.tiktok_scopes)
+    discovery = Discovery(issuer=settings.issuer, keyring=keyring, records=records, scopes=scopes.supported(),
+                          algorithms=settings.key_algorithms)
     tiktok_tokens = TikTokTokenStore(redis_client, keyspace, vault)
     fresh_tokens = UpstreamTokens(tiktok_tokens, upstream, clock, margin=settings.tiktok_refresh_margin,
                                   call_timeout=settings.tiktok_timeout, metrics=metrics)
     revoker = TikTokRevoker(RevocationQueue(redis_client, keyspace, vault), upstream, clock, metrics)
+    consent = ConsentFlow(store=Consents(redis_client, keyspace), clients=clients, clock=clock)
     accounts = Accounts(redis_client, keyspace)
     account = AccountFlow(accounts=accounts, records=records, families=token_flow.families,
                           tiktok=tiktok_tokens, revoker=revoker, sessions=sessions, events=events, metrics=metrics,
-                          clock=clock, deny_for=settings.max_token_lifetime)
+                          clock=clock, deny_for=settings.max_token_lifetime, consent=consent,
+                          powers=AccountPowers(clients, settings.token_audience))
     posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
                               once=OnceMarkers(redis_client, keyspace), account=account,
                               posts=PostEvents(accounts=accounts, posting=posting, events=events), metrics=metrics,
                               clock=clock)
-    oidc = OidcFlow(clients=clients, store=AuthorizationStore(redis_client, keyspace), login=login, sessions=sessions,
-                    tokens=token_flow, id_tokens=IdTokenSigner(keyring, issuer=settings.issuer, clock=clock),
-                    records=records, clock=clock, issuer=settings.issuer)
+    authorizations = AuthorizationStore(redis_client, keyspace)
+    oidc = OidcFlow(clients=clients, store=authorizations, login=login, consent=consent, scopes=scopes, clock=clock,
+                    issuer=settings.issuer)
+    id_tokens = IdTokenSigner(keyring, issuer=settings.issuer, clock=clock)
+    oidc_tokens = OidcTokens(store=authorizations, tokens=token_flow, access_tokens=tokens, id_tokens=id_tokens,
+                             records=records, scopes=scopes, clock=clock)
+    rp_logout = RpLogout(clients=clients, id_tokens=id_tokens, tokens=token_flow, account=account,
+                         return_urls=login.return_urls)
     tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
                            limiter=RateLimiter(redis_client, keyspace), clock=clock,
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
@@ -154,7 +171,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
-                        upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, discovery=discovery,
+                        upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, oidc_tokens=oidc_tokens,
+                        consent=consent, logout=rp_logout, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
                         limits=limits)
 

@@ -142,8 +142,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if taken:
         print(f"dev: {taken}", file=sys.stderr)
         return 2
-    created = ensure_signing_key(settings)
-    if created:
+    for created in ensure_signing_key(settings):
         print(f"dev: created signing key {created} in {settings.keys_dir}", file=sys.stderr)
     with _redis_for(settings) as ready:
         servers = [_uvicorn_server(create_app(ready), "127.0.0.1", args.port)]
@@ -219,10 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     new_client.add_argument("--client-id", required=True)
     new_client.add_argument("--redirect-uri", action="append", default=[])
     new_client.add_argument("--scope", action="append", default=[])
-    new_client.add_argument("--audience", default=None)
+    new_client.add_argument("--audience", default=None, help="aud of its access tokens (default: its client id)")
     new_client.add_argument("--public", action="store_true", help="no secret (browser or mobile apps, PKCE)")
     new_client.add_argument("--auth-method", choices=["client_secret_basic", "client_secret_post"],
                             default="client_secret_basic")
+    new_client.add_argument("--client-name", default=None, help="the name the consent page and account page show")
+    new_client.add_argument("--first-party", action="store_true",
+                            help="the company's own app: no consent page; may be given the scope `account`")
+    new_client.add_argument("--grant-type", action="append", default=[],
+                            choices=["authorization_code", "refresh_token", "client_credentials"])
+    new_client.add_argument("--post-logout-redirect-uri", action="append", default=[])
+    new_client.add_argument("--backchannel-logout-uri", default=None)
+    new_client.add_argument("--cors-origin", action="append", default=[], help="an origin browsers call from")
+    new_client.add_argument("--id-token-alg", choices=["RS256", "ES256"], default=None)
+    new_client.add_argument("--require-par", action="store_true", help="only pushed authorization requests")
     clients.set_defaults(func=cmd_clients)
 
     check = sub.add_parser("check-config", help="validate settings, keys, clients and Redis without serving")

@@ -5,20 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
+from broker.client_entries import ACCOUNT_SCOPE, DEFAULT_GRANT_TYPES, parse_entry
 from broker.errors import ConfigError, InvalidClient
 
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Compared against when the client is unknown, so that timing does not tell which client ids exist.
 _DUMMY_DIGEST = hashlib.sha256(b"no such client").hexdigest()
 
@@ -29,12 +25,33 @@ class Client:
     secret_sha256: str | None
     redirect_uris: tuple[str, ...]
     scopes: tuple[str, ...]
-    audience: str | None
+    audience: str | None  # as registered; `token_audience` is what its access tokens carry
     auth_method: str
+    client_name: str = ""
+    first_party: bool = False  # the company's own app: no consent page, may hold the `account` scope
+    grant_types: tuple[str, ...] = DEFAULT_GRANT_TYPES
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
+    allowed_cors_origins: tuple[str, ...] = ()
+    id_token_alg: str = "RS256"  # noqa: S105 (an algorithm name, not a password)
+    require_par: bool = False
 
     @property
     def confidential(self) -> bool:
         return self.secret_sha256 is not None
+
+    @property
+    def token_audience(self) -> str:
+        """The `aud` of this client's access tokens: its registered audience, else its own id (never the
+        broker's, so that no service mistakes an app's token for one meant for it)."""
+        return self.audience or self.client_id
+
+    @property
+    def name(self) -> str:
+        return self.client_name or self.client_id
+
+    def may_use(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
 
 
 def secret_digest(secret: str) -> str:
@@ -52,8 +69,16 @@ class ClientRegistry:
     def __len__(self) -> int:
         return len(self._clients)
 
+    def __iter__(self) -> Iterator[Client]:
+        return iter(self._clients.values())
+
     def audiences(self) -> tuple[str, ...]:
-        return tuple(sorted({client.audience for client in self._clients.values() if client.audience}))
+        """Every audience a client's access tokens carry."""
+        return tuple(sorted({client.token_audience for client in self._clients.values()}))
+
+    def cors_origins(self) -> frozenset[str]:
+        """Every origin some client lets browsers call the token endpoints from."""
+        return frozenset(origin for client in self._clients.values() for origin in client.allowed_cors_origins)
 
     def get(self, client_id: str) -> Client | None:
         return self._clients.get(client_id)
@@ -74,63 +99,10 @@ class ClientRegistry:
         return client
 
 
-def _redirect_uri_problem(uri: object) -> str | None:
-    if not isinstance(uri, str) or not uri:
-        return "must be a non-empty string"
-    parts = urlsplit(uri)
-    if not parts.scheme or parts.fragment:
-        return "must be absolute and have no fragment"
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return "http is allowed only for loopback hosts"
-    if parts.scheme == "https" and not parts.hostname:
-        return "needs a host"
-    return None
+def load_clients(path: Path | None, *, gateway_audience: str | None = None) -> ClientRegistry:
+    """Parse the clients file; ConfigError naming the variable, the file and each bad field.
 
-
-def _parse_client(index: int, raw: Any, problems: list[str]) -> Client | None:
-    where = f"clients[{index}]"
-    if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping")
-        return None
-    client_id = raw.get("client_id")
-    if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
-        problems.append(f"{where}.client_id: must be 1-128 characters of [A-Za-z0-9._~-]")
-        return None
-    where = f"clients[{index}] ({client_id})"
-    digest = raw.get("client_secret_sha256")
-    if digest is not None and (not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest)):
-        problems.append(f"{where}.client_secret_sha256: must be a lowercase hex SHA-256 digest")
-    method = raw.get("token_endpoint_auth_method", "client_secret_basic" if digest else "none")
-    if method not in AUTH_METHODS:
-        problems.append(f"{where}.token_endpoint_auth_method: must be one of {', '.join(AUTH_METHODS)}")
-    elif (method == "none") != (digest is None):
-        problems.append(f"{where}: a client has a secret digest exactly when its auth method is not 'none'")
-    uris = raw.get("redirect_uris", [])
-    if not isinstance(uris, list):
-        problems.append(f"{where}.redirect_uris: must be a list")
-        uris = []
-    for position, uri in enumerate(uris):
-        problem = _redirect_uri_problem(uri)
-        if problem:
-            problems.append(f"{where}.redirect_uris[{position}]: {problem}")
-    scopes = raw.get("scopes", ["openid"])
-    if not isinstance(scopes, list) or not all(isinstance(s, str) and s for s in scopes):
-        problems.append(f"{where}.scopes: must be a list of scope names")
-        scopes = []
-    audience = raw.get("audience")
-    if audience is not None and (not isinstance(audience, str) or not audience):
-        problems.append(f"{where}.audience: must be a non-empty string")
-    unknown = set(raw) - {"client_id", "client_secret_sha256", "token_endpoint_auth_method", "redirect_uris",
-                          "scopes", "audience"}
-    if unknown:
-        problems.append(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (a plain client_secret is "
-                        "never accepted: store its SHA-256 in client_secret_sha256)")
-    return Client(client_id, digest if isinstance(digest, str) else None, tuple(str(u) for u in uris),
-                  tuple(scopes), audience if isinstance(audience, str) else None, str(method))
-
-
-def load_clients(path: Path | None) -> ClientRegistry:
-    """Parse the clients file; ConfigError naming the variable, the file and each bad entry."""
+    `gateway_audience`: the audience /auth/verify accepts; only a first-party client may receive tokens for it."""
     if path is None:
         return ClientRegistry()
     prefix = f"BROKER_CLIENTS_FILE: {path}"
@@ -147,12 +119,20 @@ def load_clients(path: Path | None) -> ClientRegistry:
     problems: list[str] = []
     clients: list[Client] = []
     for index, raw in enumerate(document["clients"]):
-        client = _parse_client(index, raw, problems)
-        if client is None:
+        fields = parse_entry(index, raw, problems)
+        if fields is None:
             continue
+        client = Client(**fields)
         if any(existing.client_id == client.client_id for existing in clients):
             problems.append(f"clients[{index}].client_id: {client.client_id!r} appears twice")
+        if gateway_audience and client.token_audience == gateway_audience and not client.first_party:
+            problems.append(f"clients[{index}] ({client.client_id}).audience: {gateway_audience} is the gateway "
+                            "audience (BROKER_GATEWAY_AUDIENCE), which /auth/verify accepts: only a first_party "
+                            "client may receive tokens for it")
         clients.append(client)
     if problems:
         raise ConfigError([f"{prefix}: {problem}" for problem in problems])
     return ClientRegistry(tuple(clients))
+
+
+__all__ = ["ACCOUNT_SCOPE", "Client", "ClientRegistry", "load_clients", "new_client_secret", "secret_digest"]

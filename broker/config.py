@@ -86,7 +86,8 @@ class Settings:
     tiktok_api_url: str = TIKTOK_API_URL
     tiktok_timeout: float = 10.0
     allowed_return_urls: tuple[str, ...] = ()
-    audience: str = ""
+    audience: str = ""  # BROKER_AUDIENCE, the older name of the gateway audience
+    gateway_audience: str = ""
     access_token_ttl: int = 300
     session_ttl: int = 7 * 24 * 3600
     session_idle_ttl: int = 12 * 3600
@@ -128,7 +129,14 @@ class Settings:
 
     @property
     def token_audience(self) -> str:
-        return self.audience or self.issuer
+        """The gateway audience: the `aud` of session JWTs, the only one /auth/verify accepts from a bearer."""
+        return self.gateway_audience or self.audience or self.issuer
+
+    @property
+    def key_algorithms(self) -> tuple[str, ...]:
+        """Every algorithm the broker signs with: its own (access tokens, events) and both ID-token algorithms
+        (RS256, OpenID's default, and ES256 for clients that register it); each needs an active key."""
+        return tuple(dict.fromkeys((self.signing_alg, "RS256", "ES256")))
 
     @property
     def secure_cookies(self) -> bool:
@@ -322,6 +330,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tiktok_timeout=r.get("TIKTOK_TIMEOUT", defaults.tiktok_timeout, _positive_float),
         allowed_return_urls=r.get("ALLOWED_RETURN_URLS", (), _url_list),
         audience=r.raw("AUDIENCE") or "",
+        gateway_audience=r.raw("GATEWAY_AUDIENCE") or "",
         access_token_ttl=r.get("ACCESS_TOKEN_TTL", defaults.access_token_ttl, _seconds(60, 900)),
         session_ttl=r.get("SESSION_TTL", defaults.session_ttl, _seconds(300, 180 * 86400)),
         session_idle_ttl=r.get("SESSION_IDLE_TTL", defaults.session_idle_ttl, _seconds(60, 180 * 86400)),

@@ -66,21 +66,22 @@ def dev_environment(environ: Mapping[str, str], *, broker_port: int,
     return env, notes, emulate
 
 
-def ensure_signing_key(settings: Settings) -> str | None:
-    """Create an immediately active key when the keys folder has none that can sign now."""
+def ensure_signing_key(settings: Settings) -> list[str]:
+    """Create an immediately active key for each algorithm the broker signs with that has none; the kids made."""
     from broker.signing.keyring import KeyRing, create_key
 
     clock = SystemClock()
     settings.keys_dir.mkdir(parents=True, exist_ok=True)
     ring = KeyRing(settings.keys_dir, clock=clock, max_token_lifetime=settings.max_token_lifetime,
                    jwks_max_age=settings.jwks_max_age)
-    try:
-        ring.signing_key()
-        return None
-    except Exception:  # no active key yet
-        info = create_key(settings.keys_dir, alg=settings.signing_alg, activate_at=clock.now(), clock=clock,
-                          jwks_max_age=settings.jwks_max_age)
-        return info.kid
+    created = []
+    for alg in settings.key_algorithms:
+        try:
+            ring.signing_key(alg)
+        except Exception:  # no active key of this algorithm yet
+            created.append(create_key(settings.keys_dir, alg=alg, activate_at=clock.now(), clock=clock,
+                                      jwks_max_age=settings.jwks_max_age).kid)
+    return created
 
 
 async def rotate_vault(settings: Settings) -> int:

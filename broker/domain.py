@@ -62,6 +62,12 @@ class Session:
     client_scopes: tuple[str, ...] = ()  # what an OAuth client was granted (openid, profile), beside TikTok's
     user_agent: str = ""
     ip: str = ""
+    auth_time: float = 0.0  # a family's: when the user signed in at TikTok for the session it came from
+
+    @property
+    def signed_in_at(self) -> float:
+        """When the user last authenticated for this session or family (OpenID's auth_time)."""
+        return self.auth_time or self.created_at
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@
     │   └── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
     ├── InvalidGrant                 400 invalid_grant
     ├── UnsupportedGrantType         400 unsupported_grant_type
+    ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
+    ├── InvalidScope                 400 invalid_scope
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     │   └── LoginRequired            401 login_required    (the user's TikTok grant is gone: sign in again)
@@ -61,6 +63,18 @@ class UnsupportedGrantType(BrokerError):
     code = "unsupported_grant_type"
     status = 400
     default_description = "This grant type is not supported."
+
+
+class UnauthorizedClient(BrokerError):
+    code = "unauthorized_client"
+    status = 400
+    default_description = "This client may not use this grant type."
+
+
+class InvalidScope(BrokerError):
+    code = "invalid_scope"
+    status = 400
+    default_description = "A requested scope is not available to this client."
 
 
 class InvalidClient(BrokerError):

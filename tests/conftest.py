@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from broker.clock import SystemClock
 from broker.config import Secret, Settings, VaultKey
-from broker.signing.keyring import create_key
 from broker.store.embedded import EmbeddedRedis, free_port
+from tests.support.keys import write_test_keys
 from tests.support.redis_topologies import SlotCheckingRedis
 
 # What `make test-fast` leaves out: tests that start servers in other processes, drive a browser, or run long.
@@ -55,9 +54,8 @@ def redis_sync(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "keys"
-    create_key(directory, alg="ES256", activate_at=SystemClock().now() - 1, clock=SystemClock(), jwks_max_age=300)
-    return directory
+    """The broker's ES256 key and an RS256 key for ID tokens, both active."""
+    return write_test_keys(tmp_path / "keys")
 
 
 def vault_key(kid: str = "test") -> VaultKey:

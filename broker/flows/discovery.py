@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from broker.client_entries import ID_TOKEN_ALGORITHMS
 from broker.errors import BrokerError, StoreUnavailable, Unavailable
+from broker.flows.authz_request import PROMPTS, RESPONSE_MODES
 from broker.flows.tokens import SESSION_GRANT
 from broker.signing.jwks import JwksDocument
 from broker.signing.keyring import KeyRing
@@ -18,36 +20,54 @@ class Readiness:
     checks: dict[str, str]
 
 
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+
+
+def provider_metadata(issuer: str, scopes: tuple[str, ...]) -> dict[str, object]:
+    """What the broker offers as an OpenID Provider (OpenID Connect Discovery 1.0) and OAuth 2.0 authorization
+    server (RFC 8414): exactly what works, nothing more."""
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/oauth/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "pushed_authorization_request_endpoint": f"{issuer}/oauth/par",
+        "end_session_endpoint": f"{issuer}/logout",
+        "response_types_supported": ["code"],
+        "response_modes_supported": list(RESPONSE_MODES),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", SESSION_GRANT],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": list(scopes),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGORITHMS),
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "name",
+                             "picture", "preferred_username", "tiktok_open_id"],
+        "prompt_values_supported": list(PROMPTS),
+        "authorization_response_iss_parameter_supported": True,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "require_pushed_authorization_requests": False,
+        "claims_parameter_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+    }
+
+
 class Discovery:
-    def __init__(self, *, issuer: str, keyring: KeyRing, records: Records, signing_alg: str) -> None:
+    def __init__(self, *, issuer: str, keyring: KeyRing, records: Records, scopes: tuple[str, ...],
+                 algorithms: tuple[str, ...]) -> None:
         self.issuer = issuer
         self.keyring = keyring
         self.records = records
-        self._configuration = json.dumps({
-            "issuer": issuer,
-            "authorization_endpoint": f"{issuer}/authorize",
-            "token_endpoint": f"{issuer}/oauth/token",
-            "userinfo_endpoint": f"{issuer}/userinfo",
-            "jwks_uri": f"{issuer}/.well-known/jwks.json",
-            "revocation_endpoint": f"{issuer}/oauth/revoke",
-            "introspection_endpoint": f"{issuer}/oauth/introspect",
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token", SESSION_GRANT],
-            "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": ["openid", "profile"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": [signing_alg],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "name",
-                                 "picture", "preferred_username", "tiktok_open_id"],
-            "prompt_values_supported": ["none", "login", "consent"],
-            "authorization_response_iss_parameter_supported": True,
-            "request_parameter_supported": False,
-            "claims_parameter_supported": False,
-        }, separators=(",", ":")).encode()
+        self.algorithms = algorithms  # every algorithm the broker signs with: each needs an active key
+        self._configuration = json.dumps(provider_metadata(issuer, scopes), separators=(",", ":")).encode()
 
     def jwks(self) -> JwksDocument:
         self.keyring.reload_if_changed()
@@ -65,7 +85,8 @@ class Discovery:
             checks["redis"] = "unreachable"
         try:
             self.keyring.reload_if_changed()
-            self.keyring.signing_key()
+            for alg in self.algorithms:
+                self.keyring.signing_key(alg)
             checks["signing_key"] = "ok"
         except BrokerError:
             checks["signing_key"] = "no active key"

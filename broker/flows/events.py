@@ -17,16 +17,17 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Mapping
-from urllib.parse import urlsplit
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
 from broker.clock import Clock
 from broker.errors import BrokerError, StoreUnavailable
 from broker.metrics import Metrics
+from broker.signing.logout_tokens import LogoutTokenSigner
 from broker.signing.tokens import TokenService
-from broker.store.events import Delivery, DeliveryStats, Event, EventStore
+from broker.store.events import Delivery, DeliveryStats, Event, EventStore, Logout
 
 log = logging.getLogger("broker.events")
 
@@ -35,8 +36,9 @@ POST_EVENT_TYPES = frozenset({"tiktok.post.failed", "tiktok.post.complete", "tik
                               "tiktok.post.publicly_available", "tiktok.post.no_longer_publicly_available",
                               "tiktok.post.share_failed", "tiktok.post.share_completed"})
 EVENT_TYPES = frozenset({"session.revoked", "user.logged_out", "user.deleted", "tiktok.deauthorized",
-                         *POST_EVENT_TYPES})
+                         "app.disconnected", *POST_EVENT_TYPES})
 SET_MEDIA_TYPE = "application/secevent+jwt"
+FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 FIRST_DELAY = 1.0
 MAX_DELAY = 3600.0
 JITTER = 0.2  # delays shrink by up to 20 %: spread out, yet each retry still waits longer than the one before
@@ -70,9 +72,11 @@ class Events:
 
     def __init__(self, store: EventStore, tokens: TokenService, http: httpx.AsyncClient, clock: Clock, *,
                  urls: tuple[str, ...], issuer: str, retry_horizon: int = 3 * 86400, timeout: float = 5.0,
-                 lease: float | None = None, batch: int = BATCH, metrics: Metrics | None = None) -> None:
+                 lease: float | None = None, batch: int = BATCH, metrics: Metrics | None = None,
+                 logout_tokens: LogoutTokenSigner | None = None) -> None:
         self.store = store
         self.tokens = tokens
+        self.logout_tokens = logout_tokens
         self.http = http
         self.clock = clock
         self.urls = urls
@@ -89,14 +93,16 @@ class Events:
         return f"{self.issuer}/events/{event_type}"
 
     async def emit(self, event_type: str, *, sub: str, sid: str | None = None,
-                   data: Mapping[str, object] | None = None) -> str:
-        """Append the event to the stream and queue its webhooks; returns the event id (the SETs' jti).
+                   data: Mapping[str, object] | None = None, logouts: Sequence[Logout] = ()) -> str:
+        """Append the event to the stream and queue its webhooks (and the apps' back-channel logouts it causes);
+        returns the event id (the SETs' jti).
 
         Raises ValueError for an unknown type or a payload naming an open_id, StoreUnavailable when Redis is
         down (the caller decides whether its operation may go on without the event).
         """
         event = self._event(event_type, sub, sid, data)
-        await self.store.publish(event, urls=self.urls, now=event.time, expires_at=event.time + self.retry_horizon)
+        await self.store.publish(event, urls=self.urls, now=event.time, expires_at=event.time + self.retry_horizon,
+                                 logouts=logouts if self.logout_tokens is not None else ())
         return event.id
 
     async def emit_once(self, event_type: str, *, source: str, sub: str, data: Mapping[str, object] | None = None,
@@ -187,14 +193,22 @@ class Events:
         """The receiver's HTTP status, or why there was none. The token itself is never logged."""
         event = delivery.event
         try:
-            token = self.tokens.sign_event(audience=origin(delivery.url), sub=event.sub, sid=event.sid or None,
-                                           event_type=event.type, data=event.data, jti=event.id, iat=now,
-                                           toe=event.time)
+            if delivery.logout is not None and self.logout_tokens is not None:
+                logout = delivery.logout
+                # Back-Channel Logout 1.0 section 2.5: a form POST with the logout token; one jti per delivery.
+                token = self.logout_tokens.sign(client_id=logout.client_id, sub=event.sub, sid=logout.sid,
+                                                jti=delivery.id, iat=now, alg=logout.alg)
+                content, media = urlencode({"logout_token": token}).encode(), FORM_MEDIA_TYPE
+            else:
+                content = self.tokens.sign_event(audience=origin(delivery.url), sub=event.sub,
+                                                 sid=event.sid or None, event_type=event.type, data=event.data,
+                                                 jti=event.id, iat=now, toe=event.time).encode()
+                media = SET_MEDIA_TYPE
             async with asyncio.timeout(self.timeout):
                 # Streamed and never read: a receiver's body is of no interest and must not cost memory.
-                async with self.http.stream("POST", delivery.url, content=token, timeout=self.timeout,
+                async with self.http.stream("POST", delivery.url, content=content, timeout=self.timeout,
                                             follow_redirects=False,
-                                            headers={"Content-Type": SET_MEDIA_TYPE,
+                                            headers={"Content-Type": media,
                                                      "Accept": "application/json"}) as response:
                     return response.status_code
         except (httpx.HTTPError, TimeoutError) as exc:

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from broker.clock import Clock
 from broker.domain import LoginAttempt, Session
@@ -90,6 +91,18 @@ class LoginPolicy:
     redirect_uri: str
     scopes: tuple[str, ...]
     attempt_ttl: int
+    # return_to URLs starting with one of these take a failed sign-in themselves, as `error=<code>` (an app's
+    # authorization request must hear of it: OpenID wants no dead end on the provider's page).
+    failures_return_to: tuple[str, ...] = ()
+
+
+class SignInAbandoned(Exception):
+    """A sign-in failed after its attempt was verified, for a return_to that takes failures: go there."""
+
+    def __init__(self, location: str, cause: BrokerError) -> None:
+        super().__init__(cause.description)
+        self.location = location
+        self.cause = cause
 
 
 class LoginFlow:
@@ -138,6 +151,9 @@ class LoginFlow:
         except BrokerError as error:
             self.metrics.logins.labels(login_outcome(error)).inc()
             raise
+        except SignInAbandoned as abandoned:
+            self.metrics.logins.labels(login_outcome(abandoned.cause)).inc()
+            raise
         self.metrics.logins.labels("success").inc()
         return result
 
@@ -151,6 +167,18 @@ class LoginFlow:
             raise LoginFailed(log_detail="unknown, expired or replayed state")
         if binding_value is None or not hmac.compare_digest(_hash(binding_value), attempt.binding_hash):
             raise LoginFailed(log_detail="browser-binding cookie missing or foreign")
+        takes_failures = self.policy.failures_return_to and attempt.return_to.startswith(
+            self.policy.failures_return_to)
+        if not takes_failures:
+            return await self._complete(params, attempt, user_agent, ip)
+        try:
+            return await self._complete(params, attempt, user_agent, ip)
+        except BrokerError as error:
+            log.info("sign-in for %s failed (%s): back to it", attempt.return_to.partition("?")[0], error.code)
+            raise SignInAbandoned(f"{attempt.return_to}&{urlencode({'error': error.code})}", error) from error
+
+    async def _complete(self, params: Mapping[str, str], attempt: LoginAttempt, user_agent: str,
+                        ip: str) -> LoginResult:
         error = params.get("error")
         if error:
             if error == "access_denied":

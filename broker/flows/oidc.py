@@ -1,200 +1,181 @@
-"""The OpenID Provider over TikTok: /authorize (code flow with PKCE), the code exchange with ID tokens, userinfo.
+"""The OpenID Provider over TikTok: /authorize (code flow with PKCE), its consent step, and the code it issues.
 
-Signing in at TikTok goes through the same LoginFlow as /login: an authorization request without a broker
-session is parked in Redis, the browser signs in, and comes back to /authorize/resume, which issues the code.
+Signing in at TikTok goes through the same LoginFlow as /login: an authorization request without a fitting
+broker session is parked in Redis, the browser signs in, and comes back to /authorize/resume. A third-party app
+then gets the broker's consent page (unless the user already agreed to these scopes); a first-party app does not.
+The code exchange, refresh and userinfo live in oidc_tokens.py.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import hashlib
-import hmac
-import re
+import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from broker.clients import Client, ClientRegistry
 from broker.clock import Clock
 from broker.domain import Session
-from broker.errors import BrokerError, InvalidGrant, InvalidRequest, InvalidToken
+from broker.errors import BrokerError, InvalidRequest
+from broker.flows.authz_request import (
+    REAUTHENTICATE,
+    AuthorizationError,
+    ClientReply,
+    check_request,
+    error_reply,
+    needs_sign_in,
+)
+from broker.flows.consent import ConsentFlow, ConsentRequest, describe
 from broker.flows.login import LoginFlow
-from broker.flows.sessions import SessionService
-from broker.flows.tokens import TokenFlow, parse_refresh_token
-from broker.signing.id_tokens import IdTokenSigner
+from broker.flows.scopes import ScopePolicy
 from broker.store.codes import AuthorizationStore, CodeRecord, PendingAuthorization
-from broker.store.records import Records
 
-SUPPORTED_SCOPES = ("openid", "profile")
+log = logging.getLogger("broker.oidc")
+
 CODE_TTL = 60
 PENDING_TTL = 600
-CODE_PATTERN = re.compile(r"^([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$")
-CHALLENGE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43,128}$")
-VERIFIER_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
-
-
-class RedirectToClient(BrokerError):
-    """An error the client learns through its (already validated) redirect URI, per RFC 6749 4.1.2.1."""
-
-    status = 302
-
-    def __init__(self, location: str, code: str, description: str) -> None:
-        super().__init__(description)
-        self.location = location
-        self.code = code
-
-
-def _with_query(uri: str, params: Mapping[str, str]) -> str:
-    return uri + ("&" if "?" in uri else "?") + urlencode({k: v for k, v in params.items() if v})
-
-
-def s256(verifier: str) -> str:
-    """RFC 7636's S256 (base64url, as OIDC clients send it; TikTok's hex quirk stays inside its provider)."""
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+PUSHED_TTL = 60
+REQUEST_URI_PREFIX = "urn:ietf:params:oauth:request_uri:"
+RESUME_PATH = "/authorize/resume"
+# What a failed sign-in at TikTok tells the app (OpenID's authorization error codes); anything else is ours.
+SIGN_IN_ERRORS = frozenset({"access_denied", "temporarily_unavailable", "login_required"})
 
 
 @dataclass(frozen=True)
-class AuthorizeStep:
+class ToTikTok:
     location: str
-    binding_value: str | None = None  # set when the browser is sent to TikTok first
+    binding_value: str
+
+
+AuthorizeStep = ClientReply | ToTikTok | ConsentRequest
 
 
 class OidcFlow:
     def __init__(self, *, clients: ClientRegistry, store: AuthorizationStore, login: LoginFlow,
-                 sessions: SessionService, tokens: TokenFlow, id_tokens: IdTokenSigner, records: Records,
-                 clock: Clock, issuer: str) -> None:
+                 consent: ConsentFlow, scopes: ScopePolicy, clock: Clock, issuer: str) -> None:
         self.clients = clients
         self.store = store
         self.login = login
-        self.sessions = sessions
-        self.tokens = tokens
-        self.id_tokens = id_tokens
-        self.records = records
+        self.consent = consent
+        self.scopes = scopes
         self.clock = clock
         self.issuer = issuer
 
-    def validate(self, params: Mapping[str, str]) -> PendingAuthorization:
-        """Client and redirect URI problems are shown on a page (never redirected); the rest go to the client."""
-        client = self.clients.get(params.get("client_id", ""))
-        if client is None:
-            raise InvalidRequest("Unknown client_id.")
-        redirect_uri = params.get("redirect_uri") or (client.redirect_uris[0] if len(client.redirect_uris) == 1
-                                                      else "")
-        if redirect_uri not in client.redirect_uris:
-            raise InvalidRequest("The redirect_uri is not registered for this client.")
-        state = params.get("state", "")
-
-        def fail(code: str, description: str) -> RedirectToClient:
-            return RedirectToClient(_with_query(redirect_uri, {"error": code, "error_description": description,
-                                                               "state": state, "iss": self.issuer}), code, description)
-
-        if params.get("response_type") != "code":
-            raise fail("unsupported_response_type", "Only response_type=code is supported.")
-        if len(state) > 1024 or len(params.get("nonce", "")) > 512:
-            raise fail("invalid_request", "state or nonce is too long.")
-        scopes = tuple(dict.fromkeys(params.get("scope", "openid").split()))
-        if not set(scopes) <= set(SUPPORTED_SCOPES) or not set(scopes) <= set(client.scopes):
-            raise fail("invalid_scope", "A requested scope is not available to this client.")
-        challenge, method = params.get("code_challenge", ""), params.get("code_challenge_method", "")
-        if challenge and (method != "S256" or not CHALLENGE_PATTERN.fullmatch(challenge)):
-            raise fail("invalid_request", "PKCE needs code_challenge_method=S256 and a base64url challenge.")
-        if not challenge and not client.confidential:
-            raise fail("invalid_request", "Public clients must use PKCE (code_challenge with S256).")
-        prompt = params.get("prompt", "")
-        if prompt not in ("", "login", "none", "consent"):
-            raise fail("invalid_request", "Unsupported prompt value.")
-        return PendingAuthorization(client.client_id, redirect_uri, scopes, state, params.get("nonce", ""),
-                                    challenge, prompt, self.clock.now())
-
     async def authorize(self, params: Mapping[str, str], session: Session | None,
                         binding_value: str | None) -> AuthorizeStep:
-        request = self.validate(params)
-        if session is not None and request.prompt != "login":
-            return AuthorizeStep(await self._issue_code(request, session))
-        if request.prompt == "none":
-            raise RedirectToClient(_with_query(request.redirect_uri, {"error": "login_required",
-                                                                      "state": request.state, "iss": self.issuer}),
-                                   "login_required", "The user is not signed in.")
+        params, pushed = await self._unpushed(params)
+        _, request = check_request(params, clients=self.clients, scopes=self.scopes, issuer=self.issuer,
+                                   now=self.clock.now(), pushed=pushed)
+        async with self._answering(request):
+            return await self._start(request, session, binding_value)
+
+    async def _start(self, request: PendingAuthorization, session: Session | None,
+                     binding_value: str | None) -> AuthorizeStep:
+        if not needs_sign_in(request, session.signed_in_at if session else None, self.clock.now()):
+            assert session is not None
+            return await self._continue(request, session)
+        if "none" in request.prompt.split():
+            raise error_reply(request, self.issuer, "login_required", "The user is not signed in.")
         request_id = secrets.token_urlsafe(24)
         await self.store.put_pending(request_id, request, PENDING_TTL)
-        start = await self.login.start(return_to=f"/authorize/resume?request_id={request_id}",
-                                       binding_value=binding_value, force_consent=request.prompt == "login")
-        return AuthorizeStep(start.redirect_url, start.binding_value)
+        start = await self.login.start(return_to=f"{RESUME_PATH}?request_id={request_id}",
+                                       binding_value=binding_value,
+                                       force_consent=bool(REAUTHENTICATE & set(request.prompt.split())))
+        return ToTikTok(start.redirect_url, start.binding_value)
 
-    async def resume(self, request_id: str, session: Session | None) -> str:
+    async def _unpushed(self, params: Mapping[str, str]) -> tuple[Mapping[str, str], bool]:
+        """The parameters of a pushed request when `request_uri` names one (RFC 9126 section 4; its use spends
+        it), and whether they were pushed."""
+        request_uri = params.get("request_uri", "")
+        if not request_uri.startswith(REQUEST_URI_PREFIX):
+            return params, False
+        found = await self.store.take_pushed(request_uri)
+        if found is None or found[0] != params.get("client_id"):
+            raise AuthorizationError("invalid_request_uri", "This request_uri is unknown, expired or already used.")
+        return found[1], True
+
+    async def push(self, params: Mapping[str, str], client: Client) -> tuple[str, int]:
+        """RFC 9126: check a pushed request as /authorize would (errors answered as JSON), park its parameters;
+        the request_uri and its lifetime."""
+        if "request_uri" in params:
+            raise AuthorizationError("invalid_request", "A pushed request cannot carry a request_uri.")
+        if params.get("client_id", client.client_id) != client.client_id:
+            raise AuthorizationError("invalid_request", "client_id does not match the authenticated client.")
+        fields = {**params, "client_id": client.client_id}
+        try:
+            check_request(fields, clients=self.clients, scopes=self.scopes, issuer=self.issuer,
+                          now=self.clock.now(), pushed=True)
+        except AuthorizationError as error:
+            raise AuthorizationError(error.code, error.description) from None  # answered here, not redirected
+        request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
+        await self.store.put_pushed(request_uri, client.client_id, fields, PUSHED_TTL)
+        return request_uri, PUSHED_TTL
+
+    async def resume(self, request_id: str, session: Session | None, error: str = "") -> AuthorizeStep:
+        """Back from TikTok: the code (or the consent page), or the sign-in's failure for the app."""
         request = await self.store.take_pending(request_id) if request_id else None
         if request is None:
             raise InvalidRequest("This sign-in request has expired. Please start again from the application.")
-        if session is None or (request.prompt == "login" and session.created_at < request.created_at):
-            raise RedirectToClient(_with_query(request.redirect_uri, {"error": "login_required",
-                                                                      "state": request.state, "iss": self.issuer}),
-                                   "login_required", "Signing in did not complete.")
-        return await self._issue_code(request, session)
+        if error:
+            code = error if error in SIGN_IN_ERRORS else "server_error"
+            raise error_reply(request, self.issuer, code, "Signing in with TikTok did not complete.")
+        # Only a sign-in that happened for this request counts (prompt=login, max_age, or none before).
+        if session is None or session.signed_in_at < request.created_at:
+            raise error_reply(request, self.issuer, "login_required", "Signing in did not complete.")
+        async with self._answering(request):
+            return await self._continue(request, session)
 
-    async def _issue_code(self, request: PendingAuthorization, session: Session) -> str:
+    async def _continue(self, request: PendingAuthorization, session: Session) -> ClientReply | ConsentRequest:
+        client = self._client(request)
+        prompts = request.prompt.split()
+        if "consent" not in prompts and await self.consent.covers(session.user_id, client, request.scopes):
+            await self.consent.used(session.user_id, client)
+            return await self._issue_code(request, session)
+        if client.first_party:  # prompt=consent to the company's own app: nothing to ask
+            return await self._issue_code(request, session)
+        if "none" in prompts:
+            raise error_reply(request, self.issuer, "consent_required", "The user has not agreed to this app yet.")
+        request_id = secrets.token_urlsafe(24)
+        await self.store.put_pending(request_id, request, PENDING_TTL)
+        return describe(client, request_id, request.scopes, request.redirect_uri)
+
+    async def decide(self, request_id: str, session: Session, *, allow: bool) -> ClientReply:
+        """The user's answer on the consent page."""
+        request = await self.store.take_pending(request_id) if request_id else None
+        if request is None:
+            raise InvalidRequest("This request has expired. Please start again from the application.")
+        if not allow:
+            raise error_reply(request, self.issuer, "access_denied", "The user did not allow this app.")
+        async with self._answering(request):
+            await self.consent.grant(session.user_id, self._client(request), request.scopes)
+            return await self._issue_code(request, session)
+
+    @contextlib.asynccontextmanager
+    async def _answering(self, request: PendingAuthorization) -> AsyncIterator[None]:
+        """Once a request is validated, every failure goes back to the app (`temporarily_unavailable` when Redis
+        or TikTok is away, `server_error` otherwise), never a dead end on a broker page."""
+        try:
+            yield
+        except AuthorizationError:
+            raise
+        except BrokerError as error:
+            log.warning("authorization for %s failed after validation: %s %s", request.client_id, error.code,
+                        error.log_detail)
+            code = "temporarily_unavailable" if error.status == 503 else "server_error"
+            raise error_reply(request, self.issuer, code, error.description) from error
+
+    def _client(self, request: PendingAuthorization) -> Client:
+        client = self.clients.get(request.client_id)
+        if client is None:  # removed from the clients file meanwhile
+            raise InvalidRequest("Unknown client_id.")
+        return client
+
+    async def _issue_code(self, request: PendingAuthorization, session: Session) -> ClientReply:
         code = f"{session.user_id}.{secrets.token_urlsafe(32)}"
         record = CodeRecord(request.client_id, request.redirect_uri, request.scopes, request.nonce,
-                            request.code_challenge, session.sid, session.created_at)
+                            request.code_challenge, session.sid, session.signed_in_at)
         await self.store.put_code(session.user_id, hashlib.sha256(code.encode()).hexdigest(), record, CODE_TTL)
-        return _with_query(request.redirect_uri, {"code": code, "state": request.state, "iss": self.issuer})
-
-    async def exchange(self, *, code: str, redirect_uri: str, code_verifier: str, client: Client) -> dict[str, object]:
-        match = CODE_PATTERN.fullmatch(code)
-        if match is None:
-            raise InvalidGrant("The authorization code is invalid or expired.")
-        user_id, code_hash = match.group(1), hashlib.sha256(code.encode()).hexdigest()
-        status, found = await self.store.take_code(user_id, code_hash)
-        if status == "replayed":
-            if isinstance(found, str) and found:
-                await self.tokens.families.end(user_id, found)  # RFC 6749 10.5: revoke what the code produced
-                self.sessions.forget(found)
-            raise InvalidGrant("The authorization code was already used; the tokens it produced are revoked.")
-        if not isinstance(found, CodeRecord):
-            raise InvalidGrant("The authorization code is invalid or expired.")
-        record = found
-        if record.client_id != client.client_id or record.redirect_uri != redirect_uri:
-            raise InvalidGrant("The authorization code was issued to another client or redirect_uri.")
-        if record.code_challenge:
-            if not VERIFIER_PATTERN.fullmatch(code_verifier) or not hmac.compare_digest(
-                    s256(code_verifier), record.code_challenge):
-                raise InvalidGrant("The PKCE code_verifier does not match.")
-        elif code_verifier:
-            raise InvalidGrant("No PKCE challenge was sent with the authorization request.")
-        parent = await self.tokens.session_for({"sub": user_id, "sid": record.sid})
-        if parent is None:
-            raise InvalidGrant("The sign-in this code came from has ended.")
-        pair = await self.tokens.start_family(parent, client=client, client_scopes=record.scopes)
-        family = parse_refresh_token(pair.refresh_token)
-        if family is not None:
-            await self.store.remember_family(user_id, code_hash, family.sid)
-        body: dict[str, object] = {"access_token": pair.access_token, "token_type": "Bearer",
-                                   "expires_in": pair.expires_in, "refresh_token": pair.refresh_token,
-                                   "scope": pair.scope}
-        if "openid" in record.scopes:
-            extra = await self._profile_claims(parent, record.scopes)
-            body["id_token"] = self.id_tokens.issue(sub=user_id, client_id=client.client_id, ttl=pair.expires_in,
-                                                    auth_time=record.auth_time, sid=family.sid if family else "",
-                                                    nonce=record.nonce, access_token=pair.access_token,
-                                                    extra=extra)
-        return body
-
-    async def _profile_claims(self, session: Session, scopes: tuple[str, ...]) -> dict[str, object]:
-        if "profile" not in scopes:
-            return {}
-        profile = await self.records.get_user(session.user_id)
-        claims: dict[str, object] = {"name": profile.get("display_name") or session.name,
-                                     "tiktok_open_id": session.open_id}
-        if profile.get("avatar_url") or session.picture:
-            claims["picture"] = profile.get("avatar_url") or session.picture
-        if profile.get("username"):
-            claims["preferred_username"] = profile["username"]
-        return claims
-
-    async def userinfo(self, claims: Mapping[str, object]) -> dict[str, object]:
-        """Standard claims for an access token, limited to what its client was granted (all for the broker's own)."""
-        session = await self.tokens.session_for(dict(claims))
-        if session is None:
-            raise InvalidToken("The session has ended.")
-        scopes = session.client_scopes if session.client_id else SUPPORTED_SCOPES
-        return {"sub": session.user_id, **await self._profile_claims(session, scopes)}
+        params = {"code": code, "state": request.state, "iss": self.issuer}
+        return ClientReply(request.redirect_uri, request.response_mode, {k: v for k, v in params.items() if v})

@@ -166,9 +166,10 @@ class SessionService:
     def tokens_leeway(self) -> int:
         return self.policy.leeway
 
-    def verify_bearer(self, token: str) -> dict[str, object]:
-        """Claims of a broker access JWT presented as a bearer token; InvalidToken otherwise."""
-        return self.tokens.verify(token, audience=self.policy.audiences or None)
+    def verify_bearer(self, token: str, *, audience: str | None = None) -> dict[str, object]:
+        """Claims of a broker access JWT presented as a bearer token, for `audience` (default: any the broker
+        issues to); InvalidToken otherwise."""
+        return self.tokens.verify(token, audience=audience or self.policy.audiences or None)
 
     def forget(self, sid: str) -> None:
         self._jwt_cache.pop(sid, None)

@@ -76,6 +76,9 @@ class ProxyPolicy:
 class Caller:
     user_id: str
     client_id: str  # BROWSER for tokens of cookie sessions
+    # The scopes of the caller's own token: a call needs each TikTok scope in it, not only in the user's grant.
+    # None for a service acting for a user (no token; the operator granted it tiktok.proxy).
+    token_scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,8 @@ class TikTokApi:
 
     async def caller_for_token(self, token: str) -> Caller:
         claims = await self.tokens.check_access_token(token)
-        return Caller(str(claims["sub"]), str(claims.get("client_id") or BROWSER))
+        return Caller(str(claims["sub"]), str(claims.get("client_id") or BROWSER),
+                      frozenset(str(claims.get("scope", "")).split()))
 
     def caller_for_service(self, client: Client, subject: str | None) -> Caller:
         """An authenticated client acting for `subject`; the grant itself is checked when it is used."""
@@ -167,6 +171,11 @@ class TikTokApi:
         needed = required_scopes(path, params)
         if posting is not None:  # a status fetch of a publish_id that is not this user's: 404
             needed += await self.posting.scopes(caller.user_id, posting)
+        if caller.token_scopes is not None:  # before anything is charged or refreshed: a refusal changes nothing
+            beyond = [scope for scope in needed if scope not in caller.token_scopes]
+            if beyond:
+                raise InsufficientScope(f"This token does not carry the TikTok scope {', '.join(beyond)}, which this "
+                                        "request needs.", log_detail=f"client {caller.client_id}")
         await self._charge(caller, path)
         grant = await self._grant(caller.user_id)
         missing = [scope for scope in needed if scope not in grant.scopes]

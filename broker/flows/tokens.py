@@ -10,7 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass, replace
 
-from broker.clients import Client
+from broker.clients import Client, ClientRegistry
 from broker.clock import Clock
 from broker.domain import Session, TokenPair
 from broker.errors import BrokerError, InvalidClient, InvalidGrant, InvalidToken
@@ -30,6 +30,8 @@ REFRESH_PATTERN = re.compile(r"^brt1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{32})\.
 # Why a refresh was refused: carried as the InvalidGrant's log_detail, counted as the metric's outcome.
 REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED = "invalid", "wrong_client", "reused"
 REFUSALS = frozenset({REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED})
+# The sid of client_credentials tokens: they stand for no session (sub is the client); only denylists count.
+CLIENT_SID_PREFIX = "client."
 # Which denylist refused an access token, by the state Families.access_state reports.
 DENYLIST_KINDS = {"jti_denied": "jti", "no_session": "sid", "sub_denied": "sub"}
 
@@ -42,6 +44,7 @@ def token_hash(token: str) -> str:
 class TokenPolicy:
     grace: int  # seconds a just-rotated refresh token still returns the pair it produced
     idle_ttl: int
+    gateway_audience: str = ""  # the aud of tokens no client holds (session JWTs, the session-cookie grant)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ def parse_refresh_token(token: str) -> RefreshToken | None:
 class TokenFlow:
     def __init__(self, *, families: Families, sessions: SessionService, policy: TokenPolicy, clock: Clock,
                  events: Events | None = None, access_cache: TrackedCache[bool] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clients: ClientRegistry | None = None) -> None:
         self.families = families
+        self.clients = clients or ClientRegistry()
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
@@ -80,24 +84,28 @@ class TokenFlow:
     def _new_refresh_token(self, session: Session) -> str:
         return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
 
-    def _pair(self, family: Session, refresh_token: str, audience: str | None) -> TokenPair:
-        issued = self.sessions.mint(family, audience=audience)
+    def _pair(self, family: Session, refresh_token: str, client: Client | None) -> TokenPair:
+        issued = self.sessions.mint(family, audience=client.token_audience if client else None)
         expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
         return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
                          scope=" ".join((*family.client_scopes, *family.scopes)))
 
     async def start_family(self, parent: Session, *, client: Client | None = None,
-                           client_scopes: tuple[str, ...] = ()) -> TokenPair:
-        """A new refresh family for a signed-in user; it cannot outlive the login it came from."""
+                           client_scopes: tuple[str, ...] = (), tiktok_scopes: tuple[str, ...] = ()) -> TokenPair:
+        """A new refresh family for a signed-in user; it cannot outlive the login it came from.
+
+        A client's family carries only the TikTok scopes it was granted (`tiktok_scopes`, of those the user granted
+        TikTok); the broker's own pages (no client) carry every one."""
         now = self.clock.now()
+        scopes = parent.scopes if client is None else tuple(s for s in parent.scopes if s in tiktok_scopes)
         family = replace(parent, sid=secrets.token_urlsafe(24), created_at=now, last_seen=now,
                          idle_expires_at=min(now + self.policy.idle_ttl, parent.expires_at), kind="refresh",
                          client_id=client.client_id if client else "", parent_sid=parent.sid,
-                         client_scopes=client_scopes)
+                         client_scopes=client_scopes, scopes=scopes, auth_time=parent.signed_in_at)
         refresh_token = self._new_refresh_token(family)
         await self.families.create(family, token_hash(refresh_token))
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
-        return self._pair(family, refresh_token, client.audience if client else None)
+        return self._pair(family, refresh_token, client)
 
     async def refresh(self, presented: str, *, client: Client | None) -> TokenPair:
         """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family."""
@@ -121,7 +129,7 @@ class TokenFlow:
         family, _ = loaded
         self._check_client(family, client)
         successor = self._new_refresh_token(family)
-        pair = self._pair(family, successor, client.audience if client else None)
+        pair = self._pair(family, successor, client)
         status, replayed = await self.families.rotate(
             family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
             idle_ttl=self.policy.idle_ttl)
@@ -170,15 +178,18 @@ class TokenFlow:
     def _owned_by(owner: str, client: Client | None) -> bool:
         return not owner or (client is not None and client.client_id == owner)
 
-    async def check_access_token(self, token: str) -> dict[str, object]:
-        """Claims of a valid broker access JWT whose session lives and that no denylist names."""
-        claims = self.sessions.verify_bearer(token)
+    async def check_access_token(self, token: str, *, audience: str | None = None) -> dict[str, object]:
+        """Claims of a valid broker access JWT whose session lives and that no denylist names.
+
+        `audience`: the one the token must name (/auth/verify: the gateway's); by default any the broker issues."""
+        claims = self.sessions.verify_bearer(token, audience=audience)
         sub, sid, jti = str(claims["sub"]), str(claims["sid"]), str(claims["jti"])
         name = f"{sub}/{sid}/{jti}"
         if self._clean_tokens.get(name):
             return claims
         with self._clean_tokens.reading(self.families.access_state_keys(sub, sid, jti)) as ticket:
-            state = await self.families.access_state(sub, sid, jti)
+            state = await self.families.access_state(sub, sid, jti,
+                                                     needs_session=not sid.startswith(CLIENT_SID_PREFIX))
             if state != "ok":
                 self.metrics.denylist_hits.labels(DENYLIST_KINDS.get(state, state)).inc()
                 raise InvalidToken("The token has been revoked.", log_detail=state)
@@ -190,8 +201,24 @@ class TokenFlow:
         loaded = await self.families.load(str(claims["sub"]), str(claims["sid"]))
         return loaded[0] if loaded else None
 
-    async def introspect(self, token: str) -> dict[str, object]:
-        """RFC 7662: {"active": false} for anything not currently valid, else what the token stands for."""
+    def _family_audience(self, family: Session) -> str:
+        """The audience of the access tokens a family produces."""
+        if not family.client_id:
+            return self.policy.gateway_audience
+        client = self.clients.get(family.client_id)
+        return client.token_audience if client else ""
+
+    @staticmethod
+    def _shown_to(caller: Client, client_id: object, audience: object) -> bool:
+        """Introspection answers only for the caller's own tokens and for tokens meant for the caller's audience."""
+        if client_id == caller.client_id:
+            return True
+        wanted = caller.token_audience
+        return audience == wanted or (isinstance(audience, list) and wanted in audience)
+
+    async def introspect(self, token: str, *, caller: Client) -> dict[str, object]:
+        """RFC 7662: {"active": false} for anything not currently valid, or not the caller's to see (RFC 7662
+        section 4: a client learns nothing of tokens that are neither its own nor meant for its audience)."""
         parsed = parse_refresh_token(token)
         if parsed is not None:
             loaded = await self.families.load(parsed.user_id, parsed.sid)
@@ -200,8 +227,11 @@ class TokenFlow:
             family = loaded[0]
             if self.clock.now() >= min(family.expires_at, family.idle_expires_at):
                 return {"active": False}
+            if not self._shown_to(caller, family.client_id, self._family_audience(family)):
+                return {"active": False}
             answer: dict[str, object] = {"active": True, "token_type": "refresh_token", "sub": family.user_id,
-                                         "sid": family.sid, "scope": " ".join(family.scopes),
+                                         "sid": family.sid, "scope": " ".join((*family.client_scopes,
+                                                                                *family.scopes)),
                                          "exp": int(family.expires_at), "iat": int(family.created_at)}
             if family.client_id:
                 answer["client_id"] = family.client_id
@@ -209,5 +239,7 @@ class TokenFlow:
         try:
             claims = await self.check_access_token(token)
         except (InvalidToken, InvalidClient):
+            return {"active": False}
+        if not self._shown_to(caller, claims.get("client_id"), claims.get("aud")):
             return {"active": False}
         return {"active": True, "token_type": "access_token", **claims}

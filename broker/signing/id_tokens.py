@@ -1,10 +1,13 @@
-"""OpenID Connect ID tokens: who signed in, for which client, when, with the nonce and at_hash the client checks."""
+"""OpenID Connect ID tokens: who signed in, for which client, when, with the nonce and at_hash the client checks;
+and reading one back as an `id_token_hint` (RP-initiated logout)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 from collections.abc import Mapping
+
+import jwt
 
 from broker.clock import Clock
 from broker.signing.jwt_sign import sign_jwt
@@ -13,6 +16,8 @@ from broker.signing.keyring import KeyRing
 # OIDC Core 3.1.3.6: at_hash uses the hash of the JWS algorithm (SHA-256 for ES256/RS256); Ed25519 is paired
 # with SHA-512 by the OpenID EdDSA registration.
 _AT_HASH = {"ES256": hashlib.sha256, "RS256": hashlib.sha256, "EdDSA": hashlib.sha512}
+DEFAULT_ALG = "RS256"  # OpenID Connect's default when a client registers none
+MAX_HINT_LENGTH = 16 * 1024
 
 
 def at_hash(access_token: str, alg: str) -> str:
@@ -27,8 +32,8 @@ class IdTokenSigner:
         self._clock = clock
 
     def issue(self, *, sub: str, client_id: str, ttl: int, auth_time: float, sid: str, nonce: str = "",
-              access_token: str = "", extra: Mapping[str, object] | None = None) -> str:
-        key = self._keyring.signing_key()
+              access_token: str = "", extra: Mapping[str, object] | None = None, alg: str = DEFAULT_ALG) -> str:
+        key = self._keyring.signing_key(alg)
         now = int(self._clock.now())
         claims: dict[str, object] = dict(extra or {})
         claims.update({"iss": self._issuer, "sub": sub, "aud": client_id, "exp": now + ttl, "iat": now,
@@ -38,3 +43,21 @@ class IdTokenSigner:
         if access_token:
             claims["at_hash"] = at_hash(access_token, key.alg)
         return sign_jwt(claims, key, "JWT")
+
+    def read_hint(self, token: str) -> dict[str, object] | None:
+        """The claims of an ID token this broker signed (expired ones too: RP-Initiated Logout 1.0 section 2
+        accepts them), or None. The key comes from the key ring by kid and pins the algorithm."""
+        if len(token) > MAX_HINT_LENGTH:
+            return None
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keyring.verification_key(kid) if isinstance(kid, str) else None
+            if key is None:
+                return None
+            claims: dict[str, object] = jwt.decode(
+                token, key.public_key, algorithms=[key.alg], issuer=self._issuer,
+                options={"verify_exp": False, "verify_aud": False, "verify_iat": False,
+                         "require": ["iss", "sub", "aud"]})
+        except jwt.PyJWTError:
+            return None
+        return claims if "nonce" in claims or "auth_time" in claims else None  # an ID token, not an access token

@@ -1,12 +1,13 @@
 """Which key signs and which keys are published, at any instant: decided from key files and the clock.
 
-Rules (the same on every replica, so none of them needs to talk to another). Keys are ordered by
-(activate_at, kid). At instant t:
+Rules (the same on every replica, so none of them needs to talk to another). Each algorithm's keys form a chain
+of their own (access tokens use the broker's algorithm, ID tokens RS256 or ES256), ordered by (activate_at, kid).
+At instant t, within a chain:
 
 - pending:  activate_at > t. Published in the JWKS (pre-publication) and accepted, never used to sign.
-- active:   the last key with activate_at <= t. It signs.
-- retired:  an older key whose successor (the next key in the order) has activate_at <= t; retired_at is the
-            successor's activate_at. Still published and accepted until
+- active:   the last key of its algorithm with activate_at <= t. It signs for that algorithm.
+- retired:  an older key whose successor (the next key of the same algorithm) has activate_at <= t; retired_at is
+            the successor's activate_at. Still published and accepted until
             expires_at = retired_at + max_token_lifetime + jwks_max_age,
             so every token it signed expires, and every cached JWKS holding it is refreshed, before it goes.
 - expired:  retired and t >= expires_at. Not published, not accepted; `prune_keys` deletes its files.
@@ -79,13 +80,24 @@ def _ordered(keys: Sequence[SigningKey]) -> list[SigningKey]:
     return sorted(keys, key=lambda k: (k.activate_at, k.kid))
 
 
+def _successors(keys: Sequence[SigningKey]) -> dict[str, SigningKey | None]:
+    """Each key's successor: the next key of the same algorithm in activation order, by kid."""
+    following: dict[str, SigningKey | None] = {}
+    latest: dict[str, SigningKey] = {}
+    for key in reversed(_ordered(keys)):
+        following[key.kid] = latest.get(key.alg)
+        latest[key.alg] = key
+    return following
+
+
 def key_states(keys: Sequence[SigningKey], now: float, *,
                retention: float) -> list[tuple[SigningKey, KeyStatus]]:
     """Each key with its status at `now`, in activation order; retention = token lifetime + JWKS max-age."""
     ordered = _ordered(keys)
+    successors = _successors(ordered)
     result: list[tuple[SigningKey, KeyStatus]] = []
-    for index, key in enumerate(ordered):
-        successor = ordered[index + 1] if index + 1 < len(ordered) else None
+    for key in ordered:
+        successor = successors[key.kid]
         retired_at = expires_at = None
         state: KeyState
         if key.activate_at > now:
@@ -104,9 +116,8 @@ def key_states(keys: Sequence[SigningKey], now: float, *,
 
 def _boundaries(keys: Sequence[SigningKey], retention: float) -> list[float]:
     """Every instant at which some key changes state."""
-    ordered = _ordered(keys)
-    instants = {key.activate_at for key in ordered}
-    instants.update(successor.activate_at + retention for successor in ordered[1:])
+    instants = {key.activate_at for key in keys}
+    instants.update(successor.activate_at + retention for successor in _successors(keys).values() if successor)
     return sorted(instants)
 
 
@@ -116,7 +127,7 @@ class _View:
 
     start: float
     end: float
-    signer: SigningKey | None
+    signers: dict[str, SigningKey]  # the active key of each algorithm
     published: dict[str, SigningKey]
     jwks: JwksDocument
 
@@ -125,9 +136,13 @@ class KeyRing:
     """Keys loaded from a directory, with the rotation rules applied at the clock's current instant."""
 
     def __init__(self, keys_dir: Path | str, *, clock: Clock, max_token_lifetime: int, jwks_max_age: int,
-                 rescan_interval: float | None = 1.0) -> None:
-        """Load every key (ConfigError on a bad file); rescan_interval=None disables automatic rescans."""
+                 rescan_interval: float | None = 1.0, alg: str | None = None) -> None:
+        """Load every key (ConfigError on a bad file); rescan_interval=None disables automatic rescans.
+
+        `alg`: the algorithm signing_key() signs with when asked for none (the broker's; None: whichever active
+        key activated last)."""
         self.keys_dir = Path(keys_dir)
+        self.alg = alg
         self.max_token_lifetime = max_token_lifetime
         self.jwks_max_age = jwks_max_age
         self._clock = clock
@@ -178,14 +193,15 @@ class KeyRing:
         boundaries = _boundaries(self._keys, self._retention)
         start = max((b for b in boundaries if b <= now), default=-math.inf)
         end = min((b for b in boundaries if b > now), default=math.inf)
-        signer: SigningKey | None = None
+        signers: dict[str, SigningKey] = {}
         published: dict[str, SigningKey] = {}
         for key, status in key_states(self._keys, now, retention=self._retention):
             if status.state == "active":
-                signer = key
+                signers[key.alg] = key
             if status.state != "expired":
                 published[key.kid] = key
-        # Signer first (for clients that take the first key), then newest first.
+        signer = self._default_signer(signers)
+        # The default signer first (for clients that take the first key), then newest first.
         order = sorted(published.values(), key=lambda k: (k is not signer, -k.activate_at, k.kid))
         kids = tuple(key.kid for key in order)
         document = self._documents.get(kids)
@@ -193,13 +209,22 @@ class KeyRing:
             if len(self._documents) > 32:
                 self._documents.clear()
             document = self._documents[kids] = JwksDocument.build((k.jwk for k in order), self.jwks_max_age)
-        return _View(start=start, end=end, signer=signer, published=published, jwks=document)
+        return _View(start=start, end=end, signers=signers, published=published, jwks=document)
 
-    def signing_key(self) -> SigningKey:
-        """The key that signs now; NoActiveKey if there is none."""
-        signer = self._current().signer
+    def _default_signer(self, signers: dict[str, SigningKey]) -> SigningKey | None:
+        if self.alg is not None:
+            return signers.get(self.alg)
+        return max(signers.values(), key=lambda k: (k.activate_at, k.kid), default=None)
+
+    def signing_key(self, alg: str | None = None) -> SigningKey:
+        """The key that signs now with `alg` (default: the ring's algorithm); NoActiveKey if there is none."""
+        signers = self._current().signers
+        signer = signers.get(alg) if alg is not None else self._default_signer(signers)
         if signer is None:
-            raise NoActiveKey(log_detail=f"no active signing key in {self.keys_dir}; run `broker keys new`")
+            wanted = alg or self.alg
+            named = f" {wanted}" if wanted else ""
+            raise NoActiveKey(log_detail=f"no active{named} signing key in {self.keys_dir}; run "
+                                         f"`broker keys new{' --alg ' + wanted if wanted else ''}`")
         return signer
 
     def verification_key(self, kid: str) -> SigningKey | None:
@@ -216,15 +241,16 @@ class KeyRing:
 
 def create_key(keys_dir: Path | str, *, alg: str = "ES256", activate_at: float | None = None, clock: Clock,
                jwks_max_age: int) -> KeyInfo:
-    """Write a new key. Default activation: now if no key is active, else once every JWKS cache has it.
+    """Write a new key. Default activation: now if no key of its algorithm is active, else once every JWKS cache
+    has it.
 
-    An explicit activate_at is rounded down to whole seconds and must be later than every existing key's,
-    otherwise the new key would never sign.
+    An explicit activate_at is rounded down to whole seconds and must be later than every existing key's of the
+    same algorithm, otherwise the new key would never sign.
     """
     if alg not in ALGORITHMS:
         raise ConfigError([f"alg: unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}"])
     directory = Path(keys_dir)
-    keys = load_keys(directory)
+    keys = [key for key in load_keys(directory) if key.alg == alg]
     now = clock.now()
     taken = {key.activate_at for key in keys}
     if activate_at is None:
@@ -236,7 +262,7 @@ def create_key(keys_dir: Path | str, *, alg: str = "ES256", activate_at: float |
         activate = float(math.floor(activate_at))
         latest = max(taken, default=-math.inf)
         if activate <= latest:
-            raise ConfigError([f"activate_at: must be later than the newest existing key's activation "
+            raise ConfigError([f"activate_at: must be later than the newest existing {alg} key's activation "
                                f"({latest:.0f}), otherwise the new key would never sign"])
     return _info(write_key(directory, alg=alg, activate_at=activate, created_at=now))
 

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from broker.clock import Clock
@@ -56,14 +57,19 @@ class KeyRotator:
     """Rotates the keys in one directory; every replica may run one, they agree through the files."""
 
     def __init__(self, keys_dir: Path | str, *, period: int, alg: str, clock: Clock, jwks_max_age: int,
-                 max_token_lifetime: int) -> None:
-        """period 0 means rotation is off: build no rotator then (ValueError here)."""
+                 max_token_lifetime: int, also: Sequence[str] = ()) -> None:
+        """period 0 means rotation is off: build no rotator then (ValueError here).
+
+        `alg` is the broker's own algorithm; `also` the others it signs with (ID tokens): each algorithm's keys
+        form a chain of their own (see keyring.py), and every chain is rotated on the same schedule."""
         if period <= 0:
             raise ValueError("period must be positive (0 means rotation is off: build no KeyRotator)")
         if period < 2 * (jwks_max_age + max_token_lifetime):
             raise ValueError("period must be at least twice jwks_max_age + max_token_lifetime")
-        if alg not in ALGORITHMS:
-            raise ValueError(f"unsupported algorithm {alg!r}; choose one of {', '.join(ALGORITHMS)}")
+        self.algs = tuple(dict.fromkeys((alg, *also)))
+        for name in self.algs:
+            if name not in ALGORITHMS:
+                raise ValueError(f"unsupported algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
         self.keys_dir = Path(keys_dir)
         self.period = period
         self.alg = alg
@@ -82,7 +88,8 @@ class KeyRotator:
         return -(-math.ceil(now + self.notice) // self.period) * self.period
 
     def run_once(self) -> str | None:
-        """Prune expired keys and write the next key if one is due; the kid written, or None.
+        """Prune expired keys and write the next key of each algorithm if one is due; the kid of the first key
+        written (at most one per algorithm), or None.
 
         Not reentrant on one instance (run it from one task); any number of instances may share a directory.
         """
@@ -93,12 +100,21 @@ class KeyRotator:
                 delete_key(key)
                 log.info("pruned expired signing key %s (retired at %.0f)", key.kid, status.retired_at)
         self._clean_markers(now)
-        plan = self._plan(keys, now)
+        written = [kid for alg in self.algs if (kid := self._rotate(alg, keys, now)) is not None]
+        return written[0] if written else None
+
+    def _rotate(self, alg: str, keys: list[SigningKey], now: float) -> str | None:
+        def chain(found: list[SigningKey]) -> list[SigningKey]:
+            return [key for key in found if key.alg == alg]
+
+        # The broker's own chain keeps the marker names it always had; the others name their algorithm.
+        tag = "" if alg == self.alg else f"{alg}-"
+        plan = self._plan(chain(keys), now, tag)
         if plan is None or not self._claim(plan[1]):
             return None
-        if self._plan(self._load(), now) != plan:  # another replica or an operator was quicker
+        if self._plan(chain(self._load()), now, tag) != plan:  # another replica or an operator was quicker
             return None
-        key = write_key(self.keys_dir, alg=self.alg, activate_at=plan[0], created_at=now)
+        key = write_key(self.keys_dir, alg=alg, activate_at=plan[0], created_at=now)
         log.info("created signing key %s (%s), active from %.0f", key.kid, key.alg, key.activate_at)
         return key.kid
 
@@ -113,14 +129,14 @@ class KeyRotator:
                 log.exception("signing-key rotation in %s failed; retrying in %.0f s", self.keys_dir, interval)
             await asyncio.sleep(interval)
 
-    def _plan(self, keys: list[SigningKey], now: float) -> Plan | None:
+    def _plan(self, keys: list[SigningKey], now: float, tag: str = "") -> Plan | None:
         if not any(key.activate_at <= now for key in keys):
             bucket = math.floor(now) // START_BUCKET * START_BUCKET
-            return float(math.floor(now)), f"start-{bucket}"
+            return float(math.floor(now)), f"start-{tag}{bucket}"
         target = self.next_instant(now)
         newest = max(key.activate_at for key in keys)
         if newest < target and target - now <= self.lead:
-            return float(target), str(target)
+            return float(target), f"{tag}{target}"
         return None
 
     def _load(self) -> list[SigningKey]:

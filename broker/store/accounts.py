@@ -44,6 +44,7 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
 end
 for _, key in ipairs(redis.call('SMEMBERS', tag .. ':aux')) do redis.call('DEL', key) end
+redis.call('DEL', tag .. ':consents')
 local tokens = redis.call('DEL', tag .. ':tiktok')
 local profile = redis.call('DEL', tag .. ':user')
 redis.call('DEL', KEYS[1], tag .. ':aux', tag .. ':tiktok:lease', tag .. ':posts')

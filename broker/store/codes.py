@@ -1,11 +1,15 @@
-"""OIDC state in Redis: pending authorization requests (while the user signs in at TikTok) and authorization
-codes (single use, 60 s). A code exchanged twice ends the refresh family its first exchange produced."""
+"""OIDC state in Redis: pending authorization requests (while the user signs in at TikTok or answers the consent
+page), pushed authorization requests (RFC 9126, 60 s, single use) and authorization codes (single use, 60 s).
+
+A code is taken only by the client and redirect URI it was issued to: anyone else learns `mismatch` and the code
+stays as it was, so a leaked code cannot be burnt, nor its tokens revoked, by a client that does not own it. A
+code exchanged twice by its owner ends the refresh family its first exchange produced."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from broker.store.keys import KeySpace, digest
@@ -13,18 +17,32 @@ from broker.store.redis import RedisClient, translated_errors
 
 SPENT_TTL = 600  # how long a spent code is remembered, to catch replays
 
-# KEYS: the code, its spent marker, the user's short-lived list. Returns the record, or {'replayed', family}.
+# KEYS: the code, its spent marker, the user's short-lived list. ARGV: spent TTL (ms), the client id and redirect
+# URI presented. The spent marker is a hash {c: client, r: redirect URI, f: the family the exchange produced}.
 TAKE = """
 local record = redis.call('GET', KEYS[1])
 if record then
+  local code = cjson.decode(record)
+  if code['client_id'] ~= ARGV[2] or code['redirect_uri'] ~= ARGV[3] then return {'mismatch'} end
   redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], '', 'PX', tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[2], 'c', ARGV[2], 'r', ARGV[3], 'f', '')
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]))
   redis.call('SADD', KEYS[3], KEYS[2])
   return {'fresh', record}
 end
-local spent = redis.call('GET', KEYS[2])
-if spent then return {'replayed', spent} end
-return {'unknown'}
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind == 'none' then return {'unknown'} end
+-- A marker written before markers named their client (a rolling upgrade; they live ten minutes).
+if kind ~= 'hash' then return {'replayed', redis.call('GET', KEYS[2])} end
+local spent = redis.call('HMGET', KEYS[2], 'c', 'r', 'f')
+if spent[1] ~= ARGV[2] or spent[2] ~= ARGV[3] then return {'mismatch'} end
+return {'replayed', spent[3] or ''}
+"""
+
+# KEYS: a spent marker. Records the family its exchange produced, if the marker is still there.
+REMEMBER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'f', ARGV[1]) end
+return 0
 """
 
 
@@ -32,12 +50,14 @@ return {'unknown'}
 class PendingAuthorization:
     client_id: str
     redirect_uri: str
-    scopes: tuple[str, ...]
+    scopes: tuple[str, ...]  # what the client is granted if the user agrees: known scopes it may have
     state: str
     nonce: str
     code_challenge: str
-    prompt: str
+    prompt: str  # the prompt values, space-separated
     created_at: float
+    response_mode: str = "query"
+    max_age: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,14 +75,26 @@ def _ms(seconds: float) -> int:
     return math.ceil(seconds * 1000)
 
 
+def _pending(raw: str) -> PendingAuthorization:
+    data: dict[str, Any] = json.loads(raw)
+    known = {field.name for field in fields(PendingAuthorization)}
+    data = {name: value for name, value in data.items() if name in known}
+    data["scopes"] = tuple(data["scopes"])
+    return PendingAuthorization(**data)
+
+
 class AuthorizationStore:
     def __init__(self, client: RedisClient, keys: KeySpace) -> None:
         self.client = client
         self.keys = keys
         self._take = client.register_script(TAKE)
+        self._remember = client.register_script(REMEMBER)
 
     def _pending_key(self, request_id: str) -> str:
         return f"{self.keys.prefix}authz:{digest(request_id)}"
+
+    def _pushed_key(self, request_uri: str) -> str:
+        return f"{self.keys.prefix}par:{digest(request_uri)}"
 
     async def put_pending(self, request_id: str, pending: PendingAuthorization, ttl: int) -> None:
         async with translated_errors():
@@ -71,11 +103,22 @@ class AuthorizationStore:
     async def take_pending(self, request_id: str) -> PendingAuthorization | None:
         async with translated_errors():
             raw = await self.client.getdel(self._pending_key(request_id))
+        return None if raw is None else _pending(str(raw))
+
+    async def put_pushed(self, request_uri: str, client_id: str, params: dict[str, str], ttl: int) -> None:
+        """The parameters of a pushed authorization request, under its request_uri (stored as a hash only)."""
+        payload = json.dumps({"client_id": client_id, "params": params}, separators=(",", ":"))
+        async with translated_errors():
+            await self.client.set(self._pushed_key(request_uri), payload, ex=ttl)
+
+    async def take_pushed(self, request_uri: str) -> tuple[str, dict[str, str]] | None:
+        """(client id, parameters) of a pushed request, once; None when unknown, expired or already used."""
+        async with translated_errors():
+            raw = await self.client.getdel(self._pushed_key(request_uri))
         if raw is None:
             return None
-        data: dict[str, Any] = json.loads(raw)
-        data["scopes"] = tuple(data["scopes"])
-        return PendingAuthorization(**data)
+        data = json.loads(raw)
+        return str(data["client_id"]), {str(k): str(v) for k, v in data["params"].items()}
 
     async def put_code(self, user_id: str, code_hash: str, record: CodeRecord, ttl: int) -> None:
         key = self.keys.authorization_code(user_id, code_hash)
@@ -86,12 +129,15 @@ class AuthorizationStore:
             pipe.expire(listed, 86400)
             await pipe.execute()
 
-    async def take_code(self, user_id: str, code_hash: str) -> tuple[str, CodeRecord | str | None]:
-        """("fresh", record) the first time; ("replayed", family sid or "") after; ("unknown", None) otherwise."""
+    async def take_code(self, user_id: str, code_hash: str, *, client_id: str,
+                        redirect_uri: str) -> tuple[str, CodeRecord | str | None]:
+        """For the client and redirect URI presented: ("fresh", record) the first time; ("replayed", family sid
+        or "") after; ("mismatch", None) when the code is another client's or redirect URI's (nothing changes);
+        ("unknown", None) otherwise."""
         keys = [self.keys.authorization_code(user_id, code_hash), self.keys.spent_code(user_id, code_hash),
                 self.keys.short_lived(user_id)]
         async with translated_errors():
-            result = await self._take(keys=keys, args=[SPENT_TTL * 1000])
+            result = await self._take(keys=keys, args=[SPENT_TTL * 1000, client_id, redirect_uri])
         status = str(result[0])
         if status == "fresh":
             data: dict[str, Any] = json.loads(result[1])
@@ -103,4 +149,4 @@ class AuthorizationStore:
 
     async def remember_family(self, user_id: str, code_hash: str, family_sid: str) -> None:
         async with translated_errors():
-            await self.client.set(self.keys.spent_code(user_id, code_hash), family_sid, xx=True, keepttl=True)
+            await self._remember(keys=[self.keys.spent_code(user_id, code_hash)], args=[family_sid])

@@ -5,7 +5,8 @@ Layout (one hash tag, `{events}`, so everything here lives in one Cluster slot; 
                                       MAXLEN ~). Fields: id (the event id, also the SETs' jti), type, sub
                                       (broker user id, never the TikTok open_id), sid ("" when none), time
                                       (Unix seconds), data (JSON object).
-  <prefix>{events}:out:deliveries     hash: delivery id → JSON record (event, url, created_at, expires_at),
+  <prefix>{events}:out:deliveries     hash: delivery id → JSON record (event, url, created_at, expires_at,
+                                      and for an OpenID back-channel logout the client, sid and algorithm),
                                       and "<delivery id>:n" → failed attempts so far.
   <prefix>{events}:out:due            sorted set: delivery id → instant of its next attempt. A claim pushes the
                                       score to now + lease, so an in-flight delivery is not taken by another
@@ -106,8 +107,18 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Logout:
+    """An OpenID back-channel logout for one app about one of its sessions (the `sid` of its ID tokens)."""
+
+    client_id: str
+    uri: str
+    sid: str
+    alg: str  # the client's ID token algorithm: its logout tokens are signed the same way
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """One event on its way to one webhook URL."""
+    """One event on its way to one webhook URL, or a logout token on its way to an app's back-channel URI."""
 
     id: str
     url: str
@@ -115,6 +126,7 @@ class Delivery:
     attempts: int  # failed attempts so far
     created_at: float
     expires_at: float  # give up after this instant
+    logout: Logout | None = None
 
 
 @dataclass(frozen=True)
@@ -125,10 +137,13 @@ class DeliveryStats:
     given_up: int
 
 
-def _record(event: Event, url: str, now: float, expires_at: float) -> str:
-    return json.dumps({"v": 1, "url": url, "created_at": now, "expires_at": expires_at,
-                       "event": {"id": event.id, "type": event.type, "sub": event.sub, "sid": event.sid,
-                                 "time": event.time, "data": dict(event.data)}}, separators=(",", ":"))
+def _record(event: Event, url: str, now: float, expires_at: float, logout: Logout | None = None) -> str:
+    record: dict[str, object] = {"v": 1, "url": url, "created_at": now, "expires_at": expires_at,
+                                 "event": {"id": event.id, "type": event.type, "sub": event.sub, "sid": event.sid,
+                                           "time": event.time, "data": dict(event.data)}}
+    if logout is not None:
+        record["logout"] = {"client_id": logout.client_id, "sid": logout.sid, "alg": logout.alg}
+    return json.dumps(record, separators=(",", ":"))
 
 
 def _fields(event: Event) -> dict[str, str]:
@@ -142,8 +157,11 @@ def _delivery(delivery_id: str, raw: str, attempts: str) -> Delivery:
     e = data["event"]
     event = Event(id=str(e["id"]), type=str(e["type"]), sub=str(e["sub"]), sid=str(e["sid"]),
                   time=float(e["time"]), data=dict(e["data"]))
+    logout = data.get("logout")
     return Delivery(id=delivery_id, url=str(data["url"]), event=event, attempts=int(attempts),
-                    created_at=float(data["created_at"]), expires_at=float(data["expires_at"]))
+                    created_at=float(data["created_at"]), expires_at=float(data["expires_at"]),
+                    logout=Logout(str(logout["client_id"]), str(data["url"]), str(logout["sid"]), str(logout["alg"]))
+                    if isinstance(logout, dict) else None)
 
 
 class EventStore:
@@ -162,14 +180,20 @@ class EventStore:
         self._retry = client.register_script(RETRY)
         self._publish_once = client.register_script(PUBLISH_ONCE)
 
-    async def publish(self, event: Event, *, urls: Sequence[str], now: float, expires_at: float) -> str:
-        """Append the event to the stream and enqueue one delivery per URL, due now; returns the stream id."""
+    async def publish(self, event: Event, *, urls: Sequence[str], now: float, expires_at: float,
+                      logouts: Sequence[Logout] = ()) -> str:
+        """Append the event to the stream and enqueue one delivery per URL and one per back-channel logout, due
+        now; returns the stream id."""
         fields = _fields(event)
         async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
             pipe.xadd(self._stream, cast(Any, fields), maxlen=self.maxlen, approximate=True)
             for index, url in enumerate(urls):
                 delivery_id = f"{event.id}.{index}"
                 pipe.hset(self._deliveries, delivery_id, _record(event, url, now, expires_at))
+                pipe.zadd(self._due, {delivery_id: now})
+            for index, logout in enumerate(logouts):
+                delivery_id = f"{event.id}.bcl{index}"
+                pipe.hset(self._deliveries, delivery_id, _record(event, logout.uri, now, expires_at, logout))
                 pipe.zadd(self._due, {delivery_id: now})
             pipe.hincrby(self._stats, "emitted", 1)
             results = await pipe.execute()

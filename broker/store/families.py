@@ -171,8 +171,9 @@ class Families:
         """What access_state reads: the session or family, the token's denylist entry, the subject's."""
         return self.keys.session(user_id, sid), self.keys.denied_jti(user_id, jti), self.keys.denied_subject(user_id)
 
-    async def access_state(self, user_id: str, sid: str, jti: str) -> str:
-        """"ok", "no_session", "jti_denied" or "sub_denied": every denylist, in one round trip."""
+    async def access_state(self, user_id: str, sid: str, jti: str, *, needs_session: bool = True) -> str:
+        """"ok", "no_session", "jti_denied" or "sub_denied": every denylist, in one round trip. Without
+        `needs_session` (a token that stands for no session) only the denylists count."""
         session_key, jti_key, subject_key = self.access_state_keys(user_id, sid, jti)
         async with translated_errors(), self.client.pipeline(transaction=False) as pipe:
             pipe.exists(session_key)
@@ -183,4 +184,4 @@ class Families:
             return "sub_denied"
         if jti_denied:
             return "jti_denied"
-        return "ok" if session_exists else "no_session"
+        return "ok" if session_exists or not needs_session else "no_session"

@@ -52,6 +52,10 @@ class KeySpace:
         """The sealed successor pair of a just-rotated refresh token, kept for the grace window only."""
         return f"{self.user_tag(user_id)}:rtg:{token_hash}"
 
+    def consents(self, user_id: str) -> str:
+        """What the user let each third-party app have (hash: client id -> scopes and when); deleted with the user."""
+        return f"{self.user_tag(user_id)}:consents"
+
     def denied_jti(self, user_id: str, jti: str) -> str:
         return f"{self.user_tag(user_id)}:dj:{jti}"
 

@@ -60,6 +60,8 @@ def session_to_hash(session: Session) -> dict[str, str]:
     data["client_scopes"] = ",".join(session.client_scopes)
     if session.kind == "browser":
         del data["kind"]
+    if not session.auth_time:
+        del data["auth_time"]
     return {key: str(value) for key, value in data.items() if value != ""}
 
 
@@ -74,6 +76,7 @@ def session_from_pairs(pairs: list[str], *, picture: str = "") -> Session:
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
         parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
         client_scopes=tuple(s for s in data.get("client_scopes", "").split(",") if s),
+        auth_time=float(data.get("auth_time", 0)),
     )
 
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.errors import BrokerError, InvalidRequest, MethodNotAllowed, NotFound, StoreUnavailable
+from broker.web.cors import cors_headers
 from broker.web.render import html_error, json_error, wants_html
 from broker.web.request_metrics import route_label
 from broker.web.services import services
@@ -23,7 +24,9 @@ async def broker_error(request: Request, exc: Exception) -> Response:
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "request failed: %s %s -> %s %s%s", request.method, request.url.path, exc.status, exc.code,
             f" ({exc.log_detail})" if exc.log_detail else "")
-    return html_error(request, exc) if wants_html(request) else json_error(exc)
+    if wants_html(request):
+        return html_error(request, exc)
+    return json_error(exc, extra_headers=cors_headers(request))  # a browser app may read why it was refused
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

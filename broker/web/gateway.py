@@ -119,7 +119,8 @@ async def _verify(request: Request, describe: Callable[[], _Check]) -> Response:
     bearer = _bearer(request)
     if bearer is not None:
         try:
-            claims = await svc.tokens.check_access_token(bearer)
+            # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
+            claims = await svc.tokens.check_access_token(bearer, audience=svc.settings.token_audience)
         except InvalidToken as error:
             return _denied(svc, request, describe(), error)
         return _allowed(bearer, claims)

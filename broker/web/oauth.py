@@ -1,12 +1,13 @@
-"""OAuth endpoints: /oauth/token (refresh, session-cookie grant), /oauth/revoke (RFC 7009), /oauth/introspect
-(RFC 7662). Client authentication (RFC 6749 section 2.3.1) and the CSRF guard of the cookie grant live here."""
+"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, session-cookie grant),
+/oauth/revoke (RFC 7009), /oauth/introspect (RFC 7662) and /oauth/par (RFC 9126). Client authentication (RFC 6749
+section 2.3.1) and the CSRF guard of the cookie grant live here."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from dataclasses import asdict
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -18,6 +19,7 @@ from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, Unsupport
 from broker.flows.tokens import SESSION_GRANT
 from broker.web.client_addr import client_ip
 from broker.web.cookies import read_session_cookie
+from broker.web.cors import trusted_origins, with_cors
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
 
@@ -89,25 +91,8 @@ def authenticate_client(svc: Services, request: Request, form: FormData, *, requ
     return client
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def trusted_origins(svc: Services) -> frozenset[str]:
-    return frozenset({_origin(svc.settings.issuer), *(_origin(url) for url in svc.settings.allowed_return_urls)})
-
-
-def _cors(svc: Services, request: Request) -> dict[str, str]:
-    """Let allowlisted web apps read token responses; everyone else gets no CORS headers at all."""
-    origin = request.headers.get("origin")
-    if origin and origin.lower() in trusted_origins(svc):
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
-    return {}
-
-
-def _token_response(svc: Services, request: Request, body: dict[str, object]) -> Response:
-    return JSONResponse(body, headers={**NO_STORE, **_cors(svc, request)})
+def _token_response(request: Request, body: dict[str, object], client: Client | None) -> Response:
+    return with_cors(request, JSONResponse(body, headers=NO_STORE), client.client_id if client else "")
 
 
 async def token(request: Request) -> Response:
@@ -116,12 +101,13 @@ async def token(request: Request) -> Response:
     grant_type = _text(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required.")
+    client: Client | None = None
     if grant_type == "refresh_token":
         client = authenticate_client(svc, request, form, required=False)
         refresh_token = _text(form, "refresh_token")
         if refresh_token is None:
             raise InvalidRequest("refresh_token is required.")
-        pair = await svc.tokens.refresh(refresh_token, client=client)
+        body = await svc.oidc_tokens.refresh(refresh_token, client)
     elif grant_type == "authorization_code":
         client = authenticate_client(svc, request, form, required=False)
         if client is None:
@@ -129,15 +115,17 @@ async def token(request: Request) -> Response:
         code, redirect_uri = _text(form, "code"), _text(form, "redirect_uri")
         if code is None or redirect_uri is None:
             raise InvalidRequest("code and redirect_uri are required.")
-        answer = await svc.oidc.exchange(code=code, redirect_uri=redirect_uri,
-                                         code_verifier=_text(form, "code_verifier") or "", client=client)
-        return _token_response(svc, request, answer)
+        body = await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri,
+                                              code_verifier=_text(form, "code_verifier") or "", client=client)
+    elif grant_type == "client_credentials":
+        client = authenticate_client(svc, request, form, required=True)
+        assert client is not None
+        body = svc.oidc_tokens.client_credentials(client, _text(form, "scope"))
     elif grant_type == SESSION_GRANT:
-        pair = await _session_grant(svc, request)
+        body = {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}
     else:
         raise UnsupportedGrantType()
-    body = {**asdict(pair), "token_type": "Bearer"}
-    return _token_response(svc, request, body)
+    return _token_response(request, body, client)
 
 
 async def _session_grant(svc: Services, request: Request) -> TokenPair:
@@ -162,14 +150,30 @@ async def revoke(request: Request) -> Response:
         raise InvalidRequest("token is required.")
     await svc.tokens.revoke(token_value, client=client)
     # RFC 7009 section 2.2: 200 whether or not the token was known, so callers learn nothing from it.
-    return Response(status_code=200, headers={**NO_STORE, **_cors(svc, request)})
+    return with_cors(request, Response(status_code=200, headers=NO_STORE), client.client_id if client else "")
 
 
 async def introspect(request: Request) -> Response:
     svc = services(request)
     form = await _limited_form(svc, request, "introspect")
-    authenticate_client(svc, request, form, required=True)
+    caller = authenticate_client(svc, request, form, required=True)
+    assert caller is not None
     token_value = _text(form, "token")
     if token_value is None:
         raise InvalidRequest("token is required.")
-    return JSONResponse(await svc.tokens.introspect(token_value), headers=NO_STORE)
+    answer = await svc.tokens.introspect(token_value, caller=caller)
+    return with_cors(request, JSONResponse(answer, headers=NO_STORE), caller.client_id)
+
+
+async def par(request: Request) -> Response:
+    """RFC 9126: an authorization request pushed by its client; /authorize then takes only its request_uri."""
+    svc = services(request)
+    form = await _limited_form(svc, request, "par")
+    client = authenticate_client(svc, request, form, required=False)
+    if client is None:
+        raise InvalidClient("Pushed requests need the client's client_id (and secret, if it has one).")
+    params = {name: value for name, value in form.items() if isinstance(value, str)
+              and name not in ("client_secret", "client_assertion", "client_assertion_type")}
+    request_uri, expires_in = await svc.oidc.push(params, client)  # its refusals are answered as JSON here
+    return with_cors(request, JSONResponse({"request_uri": request_uri, "expires_in": expires_in}, status_code=201,
+                                           headers=NO_STORE), client.client_id)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from broker.flows.login import SignInAbandoned
 from broker.web.client_addr import client_ip
 from broker.web.cookies import (
     read_binding_cookie,
@@ -60,10 +61,12 @@ async def callback(request: Request) -> Response:
     svc = services(request)
     ip = client_ip(request)
     await svc.limits.check("callback", ip=ip)
-    result = await svc.login.finish(params=dict(request.query_params),
-                                    binding_value=read_binding_cookie(request, svc.settings),
-                                    user_agent=request.headers.get("user-agent", ""),
-                                    ip=ip)
+    try:
+        result = await svc.login.finish(params=dict(request.query_params),
+                                        binding_value=read_binding_cookie(request, svc.settings),
+                                        user_agent=request.headers.get("user-agent", ""), ip=ip)
+    except SignInAbandoned as abandoned:  # an app's sign-in: the app hears why (see /authorize/resume)
+        return RedirectResponse(abandoned.location, status_code=303, headers=NO_STORE)
     response = RedirectResponse(result.return_to, status_code=303, headers=NO_STORE)
     set_session_cookie(response, svc.settings, result.cookie_value)
     return response

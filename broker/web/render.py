@@ -42,13 +42,17 @@ def _origin(url: str) -> str:
 
 
 def render_page(request: Request, template: str, context: Mapping[str, object], *,
-                status_code: int = 200, headers: Mapping[str, str] | None = None) -> HTMLResponse:
+                status_code: int = 200, headers: Mapping[str, str] | None = None,
+                redirects_to: tuple[str, ...] = ()) -> HTMLResponse:
+    """`redirects_to`: URLs the page's forms end up at through a redirect (an app's redirect URI): browsers hold
+    those redirects to form-action too."""
     svc = services(request)
     nonce = secrets.token_urlsafe(16)
     # Avatars come from TikTok's CDN (https) or, in development, from the emulator's origin.
     img_sources = " ".join(sorted({"https:", "data:", _origin(svc.settings.tiktok_api_url)}))
+    form_action = " ".join(("'self'", *sorted({_origin(url) for url in redirects_to})))
     csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src {img_sources}; "
-           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+           f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'")
     response = svc.templates.TemplateResponse(
         request, template, {**context, "csp_nonce": nonce, "issuer": svc.settings.issuer},
         status_code=status_code)

@@ -10,11 +10,14 @@ from starlette.templating import Jinja2Templates
 from broker.clients import ClientRegistry
 from broker.config import Settings
 from broker.flows.account import AccountFlow
+from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
+from broker.flows.logout import RpLogout
 from broker.flows.oidc import OidcFlow
+from broker.flows.oidc_tokens import OidcTokens
 from broker.flows.request_limits import RequestLimits
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.sessions import SessionService
@@ -40,6 +43,9 @@ class Services:
     events: Events
     revoker: TikTokRevoker
     oidc: OidcFlow
+    oidc_tokens: OidcTokens
+    consent: ConsentFlow
+    logout: RpLogout
     discovery: Discovery
     templates: Jinja2Templates
     tiktok_api: TikTokApi

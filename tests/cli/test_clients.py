@@ -69,3 +69,43 @@ def test_check_config_reports_a_bad_clients_file(tmp_path: Path, redis_url: str,
     assert result.returncode == 2
     assert "BROKER_CLIENTS_FILE" in result.stderr and "client_secret" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_clients_new_writes_the_app_fields_the_registry_reads(tmp_path: Path) -> None:
+    result = run_broker("clients", "new", "--client-id", "crm", "--client-name", "Our CRM", "--first-party",
+                        "--redirect-uri", "https://crm.example.com/cb", "--scope", "openid", "--scope", "account",
+                        "--grant-type", "authorization_code", "--grant-type", "client_credentials",
+                        "--post-logout-redirect-uri", "https://crm.example.com/bye",
+                        "--backchannel-logout-uri", "https://crm.example.com/backchannel",
+                        "--cors-origin", "https://crm.example.com", "--id-token-alg", "ES256", "--require-par",
+                        env=broker_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps({"clients": [json.loads(result.stdout)]}))
+    client = load_clients(path).get("crm")
+    assert client is not None and client.first_party and client.require_par and client.name == "Our CRM"
+    assert client.grant_types == ("authorization_code", "client_credentials") and client.id_token_alg == "ES256"
+    assert client.backchannel_logout_uri == "https://crm.example.com/backchannel"
+    assert client.allowed_cors_origins == ("https://crm.example.com",)
+
+
+def test_clients_new_refuses_what_the_file_would_refuse_and_shows_no_secret(tmp_path: Path) -> None:
+    result = run_broker("clients", "new", "--client-id", "spa", "--public", "--grant-type", "client_credentials",
+                        "--scope", "account", env=broker_env(), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "client_credentials needs a confidential client" in result.stderr
+    assert "only a first_party client may have it" in result.stderr
+    assert "client_secret" not in result.stderr
+
+
+def test_check_config_names_a_missing_id_token_key(tmp_path: Path, redis_url: str) -> None:
+    from tests.support.keys import write_test_keys
+
+    only_es256 = write_test_keys(tmp_path / "keys", alg="ES256")
+    for rsa_file in [*only_es256.glob("*.pem"), *only_es256.glob("*.json")]:
+        if '"RS256"' in (rsa_file.with_suffix(".json")).read_text():
+            rsa_file.unlink()
+    env = production_env(redis_url, only_es256, vault_entry(vault_key()))
+    result = run_broker("check-config", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no active RS256 key (ID tokens): run `broker keys new --alg RS256`" in result.stderr

@@ -121,7 +121,7 @@ def test_dev_with_a_given_redis_runs_broker_and_emulator(redis_url: str, tmp_pat
         assert stat.S_IMODE(vault_file.stat().st_mode) == 0o600
         assert vault_file.read_text().strip().partition(":")[2] not in stderr
         assert EMULATOR_CLIENT_SECRET not in stderr
-        assert len(list((tmp_path / "keys").glob("*.pem"))) == 1
+        assert len(list((tmp_path / "keys").glob("*.pem"))) == 2  # ES256 (access tokens), RS256 (ID tokens)
 
         assert httpx.get(f"{emulator}/", timeout=5).status_code == 200
         login = httpx.get(f"{base}/login", timeout=5)

@@ -30,7 +30,8 @@ def keys_cmd(tmp_path: Path, keys: Path, *args: str) -> tuple[int, str, str]:
 
 
 def new_key(tmp_path: Path, keys: Path, *args: str) -> tuple[str, dict[str, object]]:
-    code, out, err = keys_cmd(tmp_path, keys, "new", *args)
+    """One key of one algorithm (ES256 unless `--alg` says otherwise)."""
+    code, out, err = keys_cmd(tmp_path, keys, "new", *(args if "--alg" in args else ("--alg", "ES256", *args)))
     assert code == 0, err
     match = CREATED.match(out.strip())
     assert match, out
@@ -122,4 +123,9 @@ def test_prune_removes_only_expired_keys(tmp_path: Path, keys: Path) -> None:
 def test_keys_default_to_a_keys_folder_in_the_working_directory(tmp_path: Path) -> None:
     result = run_broker("keys", "new", env=broker_env(), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(list((tmp_path / "keys").glob("*.pem"))) == 1
+    # Without --alg: the broker's key, and the first key of each other algorithm it signs with (ID tokens).
+    made = sorted(CREATED.match(line)["alg"] for line in result.stdout.splitlines())  # type: ignore[index]
+    assert made == ["ES256", "RS256"]
+    assert len(list((tmp_path / "keys").glob("*.pem"))) == 2
+    again = run_broker("keys", "new", env=broker_env(), cwd=tmp_path)
+    assert [CREATED.match(line)["alg"] for line in again.stdout.splitlines()] == ["ES256"]  # type: ignore[index]

@@ -27,6 +27,7 @@ from tests.support.browser import Browser
 from tests.support.servers import ThreadedServer
 
 GATEWAY_SECRET = "gateway-secret-for-deletion-tests-0123456789"
+GATEWAY_AUDIENCE = "https://gateway.example.com"  # the gateway client may introspect the session tokens
 
 
 @dataclass
@@ -54,9 +55,10 @@ def receiver() -> Iterator[tuple[Receiver, ThreadedServer]]:
 @pytest.fixture
 def stack(base_settings: Settings, receiver: tuple[Receiver, ThreadedServer], tmp_path: Path) -> Iterator[Stack]:
     clients = tmp_path / "clients.yaml"
-    clients.write_text(f"clients:\n  - client_id: gateway\n    client_secret_sha256: {secret_digest(GATEWAY_SECRET)}\n")
+    clients.write_text(f"clients:\n  - client_id: gateway\n    client_secret_sha256: {secret_digest(GATEWAY_SECRET)}\n"
+                       f"    first_party: true\n    audience: {GATEWAY_AUDIENCE}\n")
     running, servers = start_stack(base_settings.with_overrides(
-        webhook_urls=(f"{receiver[1].url}/events",), clients_file=clients))
+        webhook_urls=(f"{receiver[1].url}/events",), clients_file=clients, gateway_audience=GATEWAY_AUDIENCE))
     yield running
     for server in servers:
         server.stop()
@@ -97,6 +99,7 @@ def test_deletion_removes_every_trace_refuses_every_token_and_tells_everyone(
     assert proxied.status_code == 200  # leaves rate-limit buckets behind, which deletion must find too
     assert any(sub in key for key in redis_sync.keys("*"))
 
+    assert introspect(stack, newer["access_token"])["active"] is True
     response = httpx.delete(f"{stack.broker.url}/account", headers={"Authorization": f"Bearer {newer['access_token']}"})
     assert response.status_code == 200, response.text
     receipt = response.json()

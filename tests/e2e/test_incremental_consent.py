@@ -69,7 +69,9 @@ def test_adding_a_scope_replaces_the_grant_only_once_tiktok_confirms(stack: Stac
     assert done.url == f"{stack.broker.url}/account"
     fresh = session_token(stack, browser)
     assert creator_info(stack, fresh).status_code == 200
-    assert creator_info(stack, token).status_code == 200  # the grant is the user's, whichever token asks
+    # A token carries the powers it was issued with: the one from before the new grant still cannot post.
+    refused = creator_info(stack, token)
+    assert refused.status_code == 403 and "video.publish" in refused.json()["error_description"]
     assert tiktok_grant(stack) != first_grant
 
     # Adding another asks for everything granted so far plus the new one.

@@ -21,6 +21,8 @@ from tests.e2e.conftest import ALICE, Stack, start_stack
 from tests.support.browser import Browser
 
 GATEWAY_SECRET = "gateway-secret-0123456789-abcdefghijklmnop"
+# Introspection answers a client only for its own tokens and its audience: the gateway's is the session tokens'.
+GATEWAY_AUDIENCE = "https://gateway.example.com"
 
 
 @pytest.fixture
@@ -31,8 +33,11 @@ clients:
   - client_id: gateway
     client_secret_sha256: {secret_digest(GATEWAY_SECRET)}
     token_endpoint_auth_method: client_secret_basic
+    first_party: true
+    audience: {GATEWAY_AUDIENCE}
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
+    running, servers = start_stack(base_settings.with_overrides(clients_file=clients,
+                                                                gateway_audience=GATEWAY_AUDIENCE))
     yield running
     for server in servers:
         server.stop()

@@ -408,3 +408,27 @@ def test_run_forever_logs_failures_and_stops_when_cancelled(tmp_path: Path,
         asyncio.run(scenario())
     assert failures() >= 3  # logged each time, with the traceback
     assert len(on_disk(tmp_path / "keys")) == 1  # the working loop ran at once, and only once within its interval
+
+
+def test_every_algorithm_the_broker_signs_with_rotates_on_the_schedule(tmp_path: Path) -> None:
+    """The broker's own chain and the ID tokens' (EdDSA here: quick to make) each get their first key at start
+    and their next key at each rotation instant, retiring only their own predecessor."""
+    clock = FrozenClock(START + 100)
+    rotator = KeyRotator(tmp_path, period=PERIOD, alg="ES256", clock=clock, jwks_max_age=MAX_AGE,
+                         max_token_lifetime=LIFETIME, also=("EdDSA",))
+    assert rotator.run_once() is not None
+    ring = KeyRing(tmp_path, clock=clock, max_token_lifetime=LIFETIME, jwks_max_age=MAX_AGE, alg="ES256")
+    first = {alg: ring.signing_key(alg).kid for alg in ("ES256", "EdDSA")}
+    clock.advance(ROTATIONS[0] - LEAD - clock.now())
+    assert rotator.run_once() is not None
+    assert sorted(key.alg for key in load_keys(tmp_path)) == ["ES256", "ES256", "EdDSA", "EdDSA"]
+    assert rotator.run_once() is None  # once per instant and algorithm
+    clock.advance(LEAD)
+    ring.reload_if_changed()
+    states = {status.kid: (status.alg, status.state) for status in ring.statuses()}
+    assert {first["ES256"]: ("ES256", "retired"), first["EdDSA"]: ("EdDSA", "retired")}.items() <= states.items()
+    assert sorted(state for _, state in states.values()) == ["active", "active", "retired", "retired"]
+    markers = {p.name for p in tmp_path.iterdir() if p.name.startswith(".rotation-")}
+    bucket = START + 60  # the minute of the first start
+    assert markers == {f".rotation-EdDSA-{ROTATIONS[0]}", f".rotation-{ROTATIONS[0]}",
+                       f".rotation-start-EdDSA-{bucket}", f".rotation-start-{bucket}"}

@@ -67,13 +67,13 @@ def test_rotation_over_time(tmp_path: Path) -> None:
     first_signed: dict[str, float] = {}
     created: list[str] = [first.kid]
     pruned: list[str] = []
-    algs = ["EdDSA", "RS256", "ES256", "EdDSA"]
+    algs = ["ES256"] * 4  # one chain: a key of another algorithm starts a chain of its own (see below)
     step = 45.0
     end = START + 4 * 3600 + MAX_AGE + 600  # the last retired key is still within its retention
     while clock.now() < end:
         now = clock.now()
         elapsed = now - START
-        if algs and elapsed > 0 and elapsed % 3600 < step:  # a rotation each hour, cycling algorithms
+        if algs and elapsed > 0 and elapsed % 3600 < step:  # a rotation each hour
             info = create_key(tmp_path, alg=algs.pop(0), clock=clock, jwks_max_age=MAX_AGE)
             assert info.activate_at == int(now) + MAX_AGE  # a key is active: pre-publish first
             created.append(info.kid)
@@ -128,6 +128,30 @@ def test_rotation_over_time(tmp_path: Path) -> None:
     assert pruned == created[:3]  # the fourth retired key is still within its retention
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{k}.{ext}" for k in created[3:] for ext in ("pem", "json"))
+
+
+def test_each_algorithm_has_a_chain_of_its_own(tmp_path: Path) -> None:
+    """The broker's ES256 key and the RS256 key of ID tokens sign side by side; a new key of one algorithm
+    retires only its own predecessor, and the JWKS publishes both kinds with the broker's signer first."""
+    clock = FrozenClock(START)
+    es = create_key(tmp_path, clock=clock, jwks_max_age=MAX_AGE)
+    rs = create_key(tmp_path, alg="RS256", clock=clock, jwks_max_age=MAX_AGE)
+    assert rs.activate_at == START  # the first RS256 key: nothing of its kind was active
+    ring = KeyRing(tmp_path, clock=clock, max_token_lifetime=TTL, jwks_max_age=MAX_AGE, alg="ES256")
+    assert ring.signing_key().kid == es.kid and ring.signing_key("RS256").kid == rs.kid
+    with pytest.raises(NoActiveKey):
+        ring.signing_key("EdDSA")
+    assert [k["kty"] for k in json.loads(ring.jwks().body)["keys"]] == ["EC", "RSA"]
+    clock.advance(60)
+    newer = create_key(tmp_path, clock=clock, jwks_max_age=MAX_AGE)
+    assert newer.activate_at == START + 60 + MAX_AGE  # an ES256 key is active: pre-published first
+    clock.advance(MAX_AGE)
+    ring.reload_if_changed()
+    states = {status.kid: status.state for status in ring.statuses()}
+    assert states == {es.kid: "retired", newer.kid: "active", rs.kid: "active"}
+    assert ring.signing_key().kid == newer.kid and ring.signing_key("RS256").kid == rs.kid
+    with pytest.raises(ConfigError, match="RS256"):
+        create_key(tmp_path, alg="RS256", activate_at=START - 1, clock=clock, jwks_max_age=MAX_AGE)
 
 
 def test_published_set_follows_the_clock_without_file_changes(tmp_path: Path) -> None:

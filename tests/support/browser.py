@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 REQUEST_ID = re.compile(r'name="request_id" value="([^"]+)"')
+CSRF_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @dataclass
@@ -45,6 +46,19 @@ class Browser:
         data: dict[str, str | list[str]] = {"request_id": match.group(1), "user": user,
                                             "display_name": display_name, "scope": list(scopes), "action": action}
         return self.post_form(action_url, data, follow=follow)
+
+    def app_consent(self, page: httpx.Response, *, allow: bool = True, follow: bool = True) -> httpx.Response:
+        """Answer the broker's own consent page for a third-party app (Allow or Deny), as a person would."""
+        request_id, token = REQUEST_ID.search(page.text), CSRF_TOKEN.search(page.text)
+        assert request_id and token and "/authorize/consent" in page.text, "not the broker's consent page"
+        origin = f"{page.url.scheme}://{page.url.netloc.decode()}"
+        response = self.client.post(f"{origin}/authorize/consent", headers={"Origin": origin}, data={
+            "request_id": request_id.group(1), "csrf_token": token.group(1), "action": "allow" if allow else "deny"})
+        return self._follow(response, follow)
+
+    @staticmethod
+    def is_app_consent(page: httpx.Response) -> bool:
+        return page.status_code == 200 and "/authorize/consent" in page.text
 
     def close(self) -> None:
         self.client.close()

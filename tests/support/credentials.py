@@ -26,15 +26,17 @@ _names = itertools.count(1)
 
 
 def write_clients_file(path: Path) -> Path:
-    """A confidential service (introspection, the TikTok proxy for a user) and a public SPA (OIDC, PKCE)."""
+    """A confidential service (introspection, the TikTok proxy for a user) and the company's own public SPA (OIDC,
+    PKCE; first party, so no consent page)."""
     path.write_text(f"""
 clients:
   - client_id: {SERVICE_ID}
     client_secret_sha256: {secret_digest(SERVICE_SECRET)}
     scopes: [tiktok.proxy]
   - client_id: {SPA_ID}
+    first_party: true
     redirect_uris: ["{SPA_CALLBACK}"]
-    scopes: [openid, profile, tiktok.proxy]
+    scopes: [openid, profile, user.info.basic, user.info.profile]
 """)
     return path
 

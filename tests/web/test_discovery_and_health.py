@@ -19,8 +19,10 @@ async def test_jwks_is_cacheable_with_etag_and_304(client: httpx.AsyncClient) ->
     assert first.status_code == 200
     assert first.headers["cache-control"].startswith("public, max-age=300")
     etag = first.headers["etag"]
+    assert first.headers["access-control-allow-origin"] == "*"  # browser apps verify ID tokens too
     keys = PyJWKSet.from_dict(first.json())
-    assert len(keys.keys) == 1 and keys.keys[0].key_id
+    # The broker's own ES256 key first (access tokens), then the RS256 key of ID tokens.
+    assert [key.algorithm_name for key in keys.keys] == ["ES256", "RS256"] and all(k.key_id for k in keys.keys)
     again = await client.get("/.well-known/jwks.json", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b""
     other = await client.get("/.well-known/jwks.json", headers={"If-None-Match": '"something-else"'})
@@ -28,9 +30,18 @@ async def test_jwks_is_cacheable_with_etag_and_304(client: httpx.AsyncClient) ->
 
 
 async def test_discovery_names_issuer_and_jwks(client: httpx.AsyncClient, base_settings: Settings) -> None:
-    document = (await client.get("/.well-known/openid-configuration")).json()
+    answer = await client.get("/.well-known/openid-configuration")
+    document = answer.json()
+    assert answer.headers["access-control-allow-origin"] == "*"
     assert document["issuer"] == base_settings.issuer
     assert document["jwks_uri"] == f"{base_settings.issuer}/.well-known/jwks.json"
+    # OpenID Connect Discovery: RS256 MUST be listed; the broker signs ID tokens with RS256 unless a client asks ES256.
+    assert document["id_token_signing_alg_values_supported"] == ["RS256", "ES256"]
+    assert document["end_session_endpoint"] == f"{base_settings.issuer}/logout"
+    assert document["request_parameter_supported"] is False and document["request_uri_parameter_supported"] is False
+    assert {"offline_access", "openid", "profile"} <= set(document["scopes_supported"])
+    # RFC 8414 asks for the same metadata at its own well-known name.
+    assert (await client.get("/.well-known/oauth-authorization-server")).json() == document
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
@@ -99,5 +110,18 @@ async def test_automatic_rotation_gives_a_fresh_deployment_a_key(base_settings: 
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as http:
         assert (await http.get("/readyz")).status_code == 200
-        assert len((await http.get("/.well-known/jwks.json")).json()["keys"]) == 1
-    assert len(list((tmp_path / "empty-keys").glob("*.pem"))) == 1
+        published = (await http.get("/.well-known/jwks.json")).json()["keys"]
+        assert sorted(key["alg"] for key in published) == ["ES256", "RS256"]  # access tokens and ID tokens
+    assert len(list((tmp_path / "empty-keys").glob("*.pem"))) == 2
+
+
+async def test_readiness_needs_a_key_for_every_algorithm_it_signs_with(base_settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    from tests.support.keys import write_test_keys
+
+    only_rsa = write_test_keys(tmp_path / "rsa-only", alg="RS256")  # no ES256 key: access tokens cannot be signed
+    app = create_app(base_settings.with_overrides(keys_dir=only_rsa))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080") as http:
+        ready = await http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["signing_key"] == "no active key"

@@ -43,9 +43,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from broker.clock import SystemClock
 from broker.config import RateLimit, Secret, Settings
-from broker.signing.keyring import create_key
 from broker.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import vault_key
 from tests.e2e.conftest import Stack, start_stack
@@ -53,6 +51,7 @@ from tests.e2e.test_rate_limits import API_ENDPOINTS, BROWSER_ENDPOINTS, call
 from tests.support import credentials
 from tests.support.browser import Browser
 from tests.support.credentials import Person, basic, sign_in
+from tests.support.keys import write_test_keys
 
 SPEC = Path(__file__).resolve().parents[2] / "openapi.yaml"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -93,8 +92,7 @@ bounded = settings(max_examples=12, derandomize=True, deadline=None, database=No
 
 
 def stack_settings(home: Path, redis_url: str) -> Settings:
-    create_key(home / "keys", alg="ES256", activate_at=SystemClock().now() - 1, clock=SystemClock(),
-               jwks_max_age=300)
+    write_test_keys(home / "keys")
     return Settings(redis_url=Secret(redis_url), redis_prefix="spec:", data_dir=home / "data",
                     keys_dir=home / "keys", vault_keys=(vault_key(),), tiktok_client_key="emulator-client-key",
                     tiktok_client_secret=Secret("emulator-client-secret"), tiktok_timeout=3.0,

@@ -29,6 +29,8 @@ clients:
   - client_id: gateway
     client_secret_sha256: {secret_digest(GATEWAY_SECRET)}
     token_endpoint_auth_method: client_secret_basic
+    first_party: true
+    audience: http://127.0.0.1:8080                   # the gateway audience: it introspects session tokens
   - client_id: spa
     redirect_uris: ["https://app.example.com/cb"]
 """)
