@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,6 +63,22 @@ from broker.web.services import Services
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
 
 
+class _NoCookies(DefaultCookiePolicy):
+    """Refuses to store or send any cookie."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+def outbound_client() -> httpx.AsyncClient:
+    """The one client for TikTok, the proxy and webhook deliveries. Its calls act for many users at once, so it
+    keeps no cookies: one that TikTok sets on a call for one user must never travel on a call for another."""
+    return httpx.AsyncClient(follow_redirects=False, cookies=CookieJar(policy=_NoCookies()))
+
+
 def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,
                redis: RedisClient | None = None, clock: Clock | None = None,
                provider: Provider | None = None) -> Starlette:
@@ -74,7 +91,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     owned_redis = redis is None
     redis_client = redis if redis is not None else create_redis(settings.redis_url.reveal())
     owned_http = http_client is None
-    http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
+    http = http_client if http_client is not None else outbound_client()
 
     metrics = Metrics()  # one per app: every part that counts something gets this instance
     keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
