@@ -19,7 +19,8 @@ IPV6_SUBJECT_PREFIX = 64  # one subscriber usually holds a whole /64: counting s
 # The route template of each limited endpoint: the `endpoint` label of the rate-limited counter, as the request
 # metrics name the route.
 ROUTES = {"login": "/login", "authorize": "/authorize", "callback": "/callback", "token": "/oauth/token",
-          "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok"}
+          "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok",
+          "proxy": "/tiktok/{path:path}"}
 # The `key_kind` label: what the refusing bucket counts.
 ADDRESS_KIND = "ip"
 CLIENT_KIND = "client"
@@ -36,7 +37,8 @@ class LimitPolicy:
         login, oauth = settings.rate_limit_login, settings.rate_limit_oauth
         return cls(enabled=settings.rate_limits,
                    per_address={"login": login, "authorize": login, "callback": login, "token": oauth,
-                                "revoke": oauth, "introspect": oauth, "webhook": settings.rate_limit_webhook},
+                                "revoke": oauth, "introspect": oauth, "webhook": settings.rate_limit_webhook,
+                                "proxy": oauth},
                    per_client=settings.rate_limit_client)
 
 

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import asdict
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -18,6 +16,7 @@ from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, Unsupport
 from broker.flows.tokens import SESSION_GRANT
 from broker.web.client_addr import client_ip
 from broker.web.cookies import read_session_cookie
+from broker.web.credentials import basic_credentials
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
 
@@ -40,17 +39,7 @@ def _text(form: FormData, name: str) -> str | None:
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("Malformed Basic credentials.") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        raise InvalidClient("Malformed Basic credentials.")
-    return unquote(client_id), unquote(secret)
+    return basic_credentials(request)
 
 
 def claimed_client_id(request: Request, form: FormData) -> str | None:

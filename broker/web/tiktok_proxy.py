@@ -6,37 +6,21 @@ confidential client's Basic credentials plus `X-Broker-Subject: <sub>`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections import Counter
-from urllib.parse import unquote, urlencode
+from urllib.parse import urlencode
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from broker.errors import InvalidClient, InvalidRequest, InvalidToken
+from broker.errors import InvalidRequest, InvalidToken
 from broker.flows.tiktok_api import Caller
+from broker.web.client_addr import client_ip
+from broker.web.credentials import basic_credentials, bearer_token
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
 
 SUBJECT_HEADER = "x-broker-subject"
-
-
-def _credentials(request: Request) -> tuple[str, str]:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower(), value.strip()
-
-
-def _basic(value: str) -> tuple[str, str]:
-    try:
-        decoded = base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("Malformed Basic credentials.") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        raise InvalidClient("Malformed Basic credentials.")
-    return unquote(client_id), unquote(secret)
 
 
 def _parameters(request: Request) -> dict[str, str]:
@@ -51,11 +35,15 @@ def _parameters(request: Request) -> dict[str, str]:
 
 
 async def _caller(svc: Services, request: Request) -> Caller:
-    scheme, value = _credentials(request)
-    if scheme == "bearer" and value:
-        return await svc.tiktok_api.caller_for_token(value)
-    if scheme == "basic":
-        client_id, secret = _basic(value)
+    token = bearer_token(request)
+    if token is not None:
+        return await svc.tiktok_api.caller_for_token(token)
+    basic = basic_credentials(request)
+    if basic is not None:
+        client_id, secret = basic
+        # A secret is checked here as at the token endpoint, so guesses are charged to the same kinds of bucket:
+        # the caller's address and the client it names.
+        await svc.limits.check("proxy", ip=client_ip(request), client_id=client_id)
         client = svc.clients.authenticate(client_id, secret)
         return svc.tiktok_api.caller_for_service(client, request.headers.get(SUBJECT_HEADER))
     raise InvalidToken("A broker access token (Bearer) or a service credential (Basic) is required.")
