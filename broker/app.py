@@ -192,5 +192,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     # Outermost first: the request metrics time everything, the request id included.
     app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
                     middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)])
+    # No slash redirects: /login/ is a 404 like any unknown path, not a redirect built from the Host header (which
+    # the client writes) and the raw query.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from broker.clock import Clock
@@ -18,6 +19,8 @@ log = logging.getLogger("broker.tiktok_webhook")
 
 TOLERANCE = 300  # seconds between TikTok's timestamp and our clock
 DEDUPE_TTL = 4 * 86400  # TikTok retries for 72 hours
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"[0-9A-Fa-f]{64}")
 
 
 class InvalidSignature(BrokerError):
@@ -37,7 +40,9 @@ def parse_signature_header(header: str | None) -> tuple[str, str]:
             raise InvalidSignature(log_detail="malformed header")
         parts[name] = value
     t, s = parts.get("t", ""), parts.get("s", "")
-    if not t.isdigit() or len(s) != 64:
+    # ASCII only: str.isdigit() also accepts "²" and other digits int() refuses, and a non-ASCII signature would
+    # make compare_digest raise.
+    if not TIMESTAMP.fullmatch(t) or not SIGNATURE.fullmatch(s):
         raise InvalidSignature(log_detail="malformed header")
     return t, s
 
@@ -96,7 +101,7 @@ class TikTokWebhooks:
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise InvalidRequest("The body is not JSON.") from None
     if not isinstance(envelope, dict):
         raise InvalidRequest("The body must be a JSON object.")
@@ -106,7 +111,7 @@ def _parse(body: bytes) -> dict[str, Any]:
             raise InvalidRequest(f"The field {name} is missing or has the wrong type.")
     try:
         content = json.loads(envelope["content"])  # TikTok sends a JSON document inside a string
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("content is not a JSON document.") from None
     if not isinstance(content, dict):
         raise InvalidRequest("content must be a JSON object.")

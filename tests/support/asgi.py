@@ -14,7 +14,7 @@ async def raw_request(app: ASGIApp, method: str, path: str, *, query: bytes = b"
     """(status, body) of the app's answer to exactly these bytes."""
     scope: dict[str, Any] = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode("latin-1"), "query_string": query, "root_path": "",
+        "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
         "headers": [(name.lower().encode("latin-1"), value.encode("latin-1"))
                     for name, value in (headers or {}).items()],
         "client": client, "server": ("127.0.0.1", 8080), "state": {},
