@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from broker.domain import Session
 from broker.errors import InvalidRequest, InvalidToken
+from broker.web.bodies import read_form
 from broker.web.browser_guard import require_same_origin
+from broker.web.client_addr import client_ip
 from broker.web.cookies import clear_session_cookie, read_session_cookie
 from broker.web.render import NO_STORE, answer_as_api, html_endpoint, render_page
 from broker.web.services import Services, services
@@ -24,10 +26,7 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _form(request: Request) -> FormData:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() in (
-            "application/x-www-form-urlencoded", "multipart/form-data"):
-        return await request.form()
-    return FormData()
+    return await read_form(request)
 
 
 def _when(instant: float) -> str:
@@ -80,21 +79,25 @@ async def end_session(request: Request) -> Response:
 
 @html_endpoint
 async def logout(request: Request) -> Response:
-    """Cookie (a browser form, origin-checked) or bearer (an app). A session already gone logs out quietly."""
+    """Cookie (a browser form, origin-checked) or bearer (an app). A session already gone logs out quietly.
+    The rate limit, then the token or the origin, are checked before the body is read."""
     svc = services(request)
     bearer = _bearer(request)
     if bearer is not None:
         answer_as_api(request)
+    await svc.limits.check("logout", ip=client_ip(request))
+    if bearer is not None:
+        claims = await svc.tokens.check_access_token(bearer)
+    else:
+        require_same_origin(request, svc.settings.issuer)
     form = await _form(request)
     everywhere = str(form.get("everywhere", request.query_params.get("everywhere", ""))).lower() in ("true", "1", "on")
     if bearer is not None:
-        claims = await svc.tokens.check_access_token(bearer)
         current = await svc.tokens.session_for(claims)
         if current is None:
             return JSONResponse({"ended": 0}, headers=NO_STORE)
         result = await svc.account.logout(current, everywhere=everywhere)
         return JSONResponse({"ended": len(result.ended), "tiktok": result.tiktok}, headers=NO_STORE)
-    require_same_origin(request, svc.settings.issuer)
     raw_target = form.get("post_logout_redirect_uri") or form.get("return_to") or \
         request.query_params.get("post_logout_redirect_uri") or request.query_params.get("return_to")
     target = svc.login.return_urls.check(str(raw_target) if raw_target else None)  # before anything ends

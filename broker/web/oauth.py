@@ -14,6 +14,7 @@ from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
 from broker.flows.tokens import SESSION_GRANT
+from broker.web.bodies import media_type, read_form
 from broker.web.client_addr import client_ip
 from broker.web.cookies import read_session_cookie
 from broker.web.credentials import basic_credentials
@@ -24,9 +25,9 @@ FORM = "application/x-www-form-urlencoded"
 
 
 async def _form(request: Request) -> FormData:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+    if media_type(request) != FORM:
         raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
-    form = await request.form()
+    form = await read_form(request, multipart=False)
     for name in set(form.keys()):
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"The parameter {name} appears more than once.")  # RFC 6749 section 3.2
@@ -42,19 +43,17 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return basic_credentials(request)
 
 
-def claimed_client_id(request: Request, form: FormData) -> str | None:
-    """The client a request names (Basic header or form), before anyone checks its secret."""
+async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
+    """The form, read only once this request has been charged to its client address (and to the client its
+    Basic header names); a client named in the form instead is charged as soon as the form is read."""
     try:
         basic = _basic_credentials(request)
     except InvalidClient:
         basic = None
-    return basic[0] if basic is not None else _text(form, "client_id")
-
-
-async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
-    """The form, once this request has been charged to its client address and to the client it names."""
+    await svc.limits.check(endpoint, ip=client_ip(request), client_id=basic[0] if basic else None)
     form = await _form(request)
-    await svc.limits.check(endpoint, ip=client_ip(request), client_id=claimed_client_id(request, form))
+    if basic is None and _text(form, "client_id") is not None:
+        await svc.limits.check(endpoint, ip=None, client_id=_text(form, "client_id"))
     return form
 
 

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from broker.errors import InvalidRequest, InvalidToken
-from broker.flows.tiktok_api import Caller
+from broker.flows.tiktok_api import MAX_BODY, Caller
+from broker.web.bodies import read_body
 from broker.web.client_addr import client_ip
 from broker.web.credentials import basic_credentials, bearer_token
 from broker.web.render import NO_STORE
@@ -55,7 +56,7 @@ async def proxy(request: Request) -> Response:
     svc.tiktok_api.allowed_path(path)  # an unknown path is 404 whoever asks, before any credential check
     params = _parameters(request)
     caller = await _caller(svc, request)
-    body = await request.body()
+    body = await read_body(request, MAX_BODY)
     # TikTok gets the very parameters that were checked, encoded afresh: never bytes that another parser might
     # split differently (a raw "#", a stray "%" or ";").
     answer = await svc.tiktok_api.forward(caller, method=request.method, path=path,

@@ -57,3 +57,14 @@ def _noting(seen: list[httpx.Request]) -> Callable[[httpx.Request], Awaitable[No
     async def note(request: httpx.Request) -> None:
         seen.append(request)
     return note
+
+
+async def test_a_body_over_the_proxy_cap_is_refused_before_tiktok(stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    before = len(running.emulator.state.emulator.calls)
+    status, body = await raw_request(running.app, "POST", "/tiktok/v2/video/list/", query=b"fields=id",
+                                     headers={"authorization": bearer["Authorization"],
+                                              "content-type": "application/json"},
+                                     body=b"[" + b" " * (1 << 20) + b"]")
+    assert status == 413, body
+    assert len(running.emulator.state.emulator.calls) == before
