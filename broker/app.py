@@ -116,7 +116,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     # Each process keeps live sessions and clean access tokens in memory while a tracking connection reports
     # every write to them (a client passed in by a caller has no URL to open one with: no cache then).
     connector = tracking_connector(settings.redis_url.reveal()) if owned_redis else None
-    listener = (InvalidationListener(connector, tracked_prefixes(keyspace))
+    listener = (InvalidationListener(connector, tracked_prefixes(keyspace), trust=settings.local_cache_trust_ms / 1000)
                 if connector is not None and settings.local_cache_size > 0 else None)
     session_cache: TrackedCache[CachedSession] | None = None
     access_cache: TrackedCache[bool] | None = None

@@ -105,6 +105,9 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     # Sessions and clean access tokens each process keeps in memory, dropped on Redis invalidations; 0: off.
     local_cache_size: int = 10_000
+    # The longest a write to Redis may go unseen by that cache: an entry is served only while the invalidation
+    # connection has answered a PING sent at most this long ago; else the read goes to Redis.
+    local_cache_trust_ms: int = 500
     # Peers whose X-Forwarded-* headers are believed (load balancers, gateways); empty: nobody's.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     rate_limits: bool = True
@@ -334,6 +337,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
         local_cache_size=r.get("LOCAL_CACHE_SIZE", defaults.local_cache_size, _cache_size),
+        local_cache_trust_ms=r.get("LOCAL_CACHE_TRUST_MS", defaults.local_cache_trust_ms,
+                                   _whole("milliseconds", 50, 5000)),
         trusted_proxies=r.get("TRUSTED_PROXIES", (), _networks),
         rate_limits=r.get("RATE_LIMITS", True, _boolean),
         rate_limit_login=r.get("RATE_LIMIT_LOGIN", defaults.rate_limit_login, parse_rate_limit),
