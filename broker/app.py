@@ -42,7 +42,7 @@ from broker.signing.tokens import TokenService
 from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
 from broker.store.events import EventStore
-from broker.store.families import Families
+from broker.store.families import Families, FamilyCaps
 from broker.store.keys import KeySpace
 from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
@@ -130,7 +130,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                                                              audiences), clock, cache=session_cache)
     events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
                     issuer=settings.issuer, metrics=metrics)
-    token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
+    caps = FamilyCaps(settings.max_families_per_session, settings.max_families_per_user)
+    token_flow = TokenFlow(families=Families(redis_client, keyspace, vault, caps), sessions=sessions,
                            policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl), clock=clock,
                            events=events, access_cache=access_cache, metrics=metrics)
     login = LoginFlow(records=records, provider=upstream, sessions=sessions,

@@ -96,6 +96,9 @@ class Settings:
     signing_alg: str = "ES256"
     key_rotation_period: int = 0  # 0: keys rotate only by `broker keys new`
     refresh_grace: int = 10
+    # Live refresh families per browser session and per user; a new one ends the oldest over either cap.
+    max_families_per_session: int = 32
+    max_families_per_user: int = 128
     tiktok_refresh_margin: int = 300
     tiktok_refresh_ahead: bool = False
     tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/")
@@ -329,6 +332,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signing_alg=r.get("SIGNING_ALG", defaults.signing_alg, _signing_alg),
         key_rotation_period=r.get("KEY_ROTATION_PERIOD", 0, _seconds(0, 366 * 86400)),
         refresh_grace=r.get("REFRESH_GRACE", defaults.refresh_grace, _seconds(0, 60)),
+        max_families_per_session=r.get("MAX_FAMILIES_PER_SESSION", defaults.max_families_per_session,
+                                       _whole("families", 1, 1000)),
+        max_families_per_user=r.get("MAX_FAMILIES_PER_USER", defaults.max_families_per_user,
+                                    _whole("families", 1, 1000)),
         tiktok_refresh_margin=r.get("TIKTOK_REFRESH_MARGIN", defaults.tiktok_refresh_margin, _seconds(0, 3600)),
         tiktok_refresh_ahead=r.get("TIKTOK_REFRESH_AHEAD", False, _boolean),
         tiktok_proxy_paths=r.get("TIKTOK_PROXY_PATHS", defaults.tiktok_proxy_paths, _api_paths),
@@ -352,6 +359,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         r.problems.append("BROKER_KEY_ROTATION_PERIOD: must be 0 (off) or at least twice "
                           "BROKER_JWKS_MAX_AGE + BROKER_ACCESS_TOKEN_TTL + BROKER_JWT_LEEWAY, so that each key "
                           "is published before it signs and retired keys can be pruned")
+    if settings.max_families_per_session > settings.max_families_per_user:
+        r.problems.append("BROKER_MAX_FAMILIES_PER_SESSION: must not exceed BROKER_MAX_FAMILIES_PER_USER")
     if settings.session_idle_ttl > settings.session_ttl:
         r.problems.append("BROKER_SESSION_IDLE_TTL: must not exceed BROKER_SESSION_TTL")
     if r.problems:
