@@ -114,6 +114,8 @@ class Settings:
     # Peers whose X-Forwarded-* headers are believed (load balancers, gateways); empty: nobody's.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     rate_limits: bool = True
+    # When set, GET /metrics needs `Authorization: Bearer <this>`; unset, it is open (local development).
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     # Per client address (IPv6: per /64) and endpoint. A person never comes near these; a whole office behind
     # one NAT address rarely does. Every limited endpoint has its own bucket.
     rate_limit_login: RateLimit = RateLimit(300, 300, 60)  # /login, /authorize, /callback
@@ -244,6 +246,12 @@ _rate = _whole("requests per minute", 1, 1_000_000)
 _cache_size = _whole("entries (0: off)", 0, 10_000_000)
 
 
+def _metrics_token(value: str) -> Secret:
+    if len(value) < 16 or any(ch.isspace() for ch in value):
+        raise ValueError("must be at least 16 characters without spaces (for example `openssl rand -hex 32`)")
+    return Secret(value)
+
+
 def _networks(value: str) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for entry in _list(value):
@@ -348,6 +356,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                    _whole("milliseconds", 50, 5000)),
         trusted_proxies=r.get("TRUSTED_PROXIES", (), _networks),
         rate_limits=r.get("RATE_LIMITS", True, _boolean),
+        metrics_token=r.get("METRICS_TOKEN", Secret(""), _metrics_token),
         rate_limit_login=r.get("RATE_LIMIT_LOGIN", defaults.rate_limit_login, parse_rate_limit),
         rate_limit_oauth=r.get("RATE_LIMIT_OAUTH", defaults.rate_limit_oauth, parse_rate_limit),
         rate_limit_webhook=r.get("RATE_LIMIT_WEBHOOK", defaults.rate_limit_webhook, parse_rate_limit),
