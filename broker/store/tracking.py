@@ -133,10 +133,6 @@ class InvalidationListener:
         """True while every write to the tracked prefixes made more than `trust` seconds ago is known here."""
         return self._tracking and self._clock() < self._trusted_until
 
-    @property
-    def trust(self) -> float:
-        return self._trust
-
     def _heard(self, node: int) -> None:
         self._heard_until[node] = self._clock() + 3 * self._heartbeat
 
