@@ -27,9 +27,14 @@ class BenchConfig:
     # Refresh-token rotation: the HTTP load above (same rounds, seconds, concurrency), and the counted pass.
     counted_refreshes: int = 100
     counted_grants: int = 10
+    # The worst-case logout: families asked for from one session, browser sessions, interleaved rounds.
+    logout_families: int = 1500
+    logout_sessions: int = 1000
+    logout_rounds: int = 5
 
     def quick(self) -> BenchConfig:
         """A smoke run: same shape, a fraction of the time (numbers too noisy to quote)."""
         return replace(self, jwt_rounds=5, jwt_batch_seconds=0.01, http_rounds=2, http_seconds=0.5,
                        http_warmup_seconds=0.2, login_rounds=2, logins_per_round=3, counted_logins=3,
-                       counted_checks=20, counted_refreshes=20, counted_grants=3)
+                       counted_checks=20, counted_refreshes=20, counted_grants=3, logout_families=200,
+                       logout_sessions=150, logout_rounds=2)

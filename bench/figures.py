@@ -3,7 +3,16 @@ then list it here."""
 
 from __future__ import annotations
 
-from bench import fig_jwt, fig_latency, fig_memory, fig_redis, fig_refresh_http, fig_scaling, fig_verify_http
+from bench import (
+    fig_jwt,
+    fig_latency,
+    fig_logout,
+    fig_memory,
+    fig_redis,
+    fig_refresh_http,
+    fig_scaling,
+    fig_verify_http,
+)
 from bench.figures_api import Figure
 
 FIGURES: tuple[Figure, ...] = (
@@ -14,4 +23,5 @@ FIGURES: tuple[Figure, ...] = (
     fig_refresh_http.FIGURE,
     fig_scaling.FIGURE,
     fig_memory.FIGURE,
+    fig_logout.FIGURE,
 )

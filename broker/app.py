@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +50,7 @@ from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
 from broker.store.consents import Consents
 from broker.store.events import EventStore
-from broker.store.families import Families
+from broker.store.families import Families, FamilyCaps
 from broker.store.keys import KeySpace
 from broker.store.local_cache import TrackedCache
 from broker.store.once import OnceMarkers
@@ -71,6 +72,22 @@ from broker.web.services import Services
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
 
 
+class _NoCookies(DefaultCookiePolicy):
+    """Refuses to store or send any cookie."""
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+def outbound_client() -> httpx.AsyncClient:
+    """The one client for TikTok, the proxy and webhook deliveries. Its calls act for many users at once, so it
+    keeps no cookies: one that TikTok sets on a call for one user must never travel on a call for another."""
+    return httpx.AsyncClient(follow_redirects=False, cookies=CookieJar(policy=_NoCookies()))
+
+
 def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,
                redis: RedisClient | None = None, clock: Clock | None = None,
                provider: Provider | None = None) -> Starlette:
@@ -83,7 +100,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     owned_redis = redis is None
     redis_client = redis if redis is not None else create_redis(settings.redis_url.reveal())
     owned_http = http_client is None
-    http = http_client if http_client is not None else httpx.AsyncClient(follow_redirects=False)
+    http = http_client if http_client is not None else outbound_client()
 
     metrics = Metrics()  # one per app: every part that counts something gets this instance
     keyspace, vault = KeySpace(settings.redis_prefix), Vault(settings.vault_keys)
@@ -108,7 +125,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     # Each process keeps live sessions and clean access tokens in memory while a tracking connection reports
     # every write to them (a client passed in by a caller has no URL to open one with: no cache then).
     connector = tracking_connector(settings.redis_url.reveal()) if owned_redis else None
-    listener = (InvalidationListener(connector, tracked_prefixes(keyspace))
+    listener = (InvalidationListener(connector, tracked_prefixes(keyspace), trust=settings.local_cache_trust_ms / 1000)
                 if connector is not None and settings.local_cache_size > 0 else None)
     session_cache: TrackedCache[CachedSession] | None = None
     access_cache: TrackedCache[bool] | None = None
@@ -123,7 +140,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     events = Events(EventStore(redis_client, keyspace), tokens, http, clock, urls=settings.webhook_urls,
                     issuer=settings.issuer, metrics=metrics,
                     logout_tokens=LogoutTokenSigner(keyring, issuer=settings.issuer))
-    token_flow = TokenFlow(families=Families(redis_client, keyspace, vault), sessions=sessions,
+    caps = FamilyCaps(settings.max_families_per_session, settings.max_families_per_user)
+    token_flow = TokenFlow(families=Families(redis_client, keyspace, vault, caps), sessions=sessions,
                            policy=TokenPolicy(settings.refresh_grace, settings.session_idle_ttl,
                                               gateway_audience=settings.token_audience), clock=clock,
                            events=events, access_cache=access_cache, metrics=metrics, clients=clients)
@@ -201,5 +219,8 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     # Outermost first: the request metrics time everything, the request id included.
     app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
                     middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)])
+    # No slash redirects: /login/ is a 404 like any unknown path, not a redirect built from the Host header (which
+    # the client writes) and the raw query.
+    app.router.redirect_slashes = False
     app.state.services = services
     return app

@@ -97,6 +97,9 @@ class Settings:
     signing_alg: str = "ES256"
     key_rotation_period: int = 0  # 0: keys rotate only by `broker keys new`
     refresh_grace: int = 10
+    # Live refresh families per browser session and per user; a new one ends the oldest over either cap.
+    max_families_per_session: int = 32
+    max_families_per_user: int = 128
     tiktok_refresh_margin: int = 300
     tiktok_refresh_ahead: bool = False
     tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/",
@@ -110,9 +113,14 @@ class Settings:
     webhook_urls: tuple[str, ...] = ()
     # Sessions and clean access tokens each process keeps in memory, dropped on Redis invalidations; 0: off.
     local_cache_size: int = 10_000
+    # The longest a write to Redis may go unseen by that cache: an entry is served only while the invalidation
+    # connection has answered a PING sent at most this long ago; else the read goes to Redis.
+    local_cache_trust_ms: int = 500
     # Peers whose X-Forwarded-* headers are believed (load balancers, gateways); empty: nobody's.
     trusted_proxies: tuple[IPNetwork, ...] = ()
     rate_limits: bool = True
+    # When set, GET /metrics needs `Authorization: Bearer <this>`; unset, it is open (local development).
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     # Per client address (IPv6: per /64) and endpoint. A person never comes near these; a whole office behind
     # one NAT address rarely does. Every limited endpoint has its own bucket.
     rate_limit_login: RateLimit = RateLimit(300, 300, 60)  # /login, /authorize, /callback
@@ -250,6 +258,12 @@ _rate = _whole("requests per minute", 1, 1_000_000)
 _cache_size = _whole("entries (0: off)", 0, 10_000_000)
 
 
+def _metrics_token(value: str) -> Secret:
+    if len(value) < 16 or any(ch.isspace() for ch in value):
+        raise ValueError("must be at least 16 characters without spaces (for example `openssl rand -hex 32`)")
+    return Secret(value)
+
+
 def _networks(value: str) -> tuple[IPNetwork, ...]:
     networks: list[IPNetwork] = []
     for entry in _list(value):
@@ -339,6 +353,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         signing_alg=r.get("SIGNING_ALG", defaults.signing_alg, _signing_alg),
         key_rotation_period=r.get("KEY_ROTATION_PERIOD", 0, _seconds(0, 366 * 86400)),
         refresh_grace=r.get("REFRESH_GRACE", defaults.refresh_grace, _seconds(0, 60)),
+        max_families_per_session=r.get("MAX_FAMILIES_PER_SESSION", defaults.max_families_per_session,
+                                       _whole("families", 1, 1000)),
+        max_families_per_user=r.get("MAX_FAMILIES_PER_USER", defaults.max_families_per_user,
+                                    _whole("families", 1, 1000)),
         tiktok_refresh_margin=r.get("TIKTOK_REFRESH_MARGIN", defaults.tiktok_refresh_margin, _seconds(0, 3600)),
         tiktok_refresh_ahead=r.get("TIKTOK_REFRESH_AHEAD", False, _boolean),
         tiktok_proxy_paths=r.get("TIKTOK_PROXY_PATHS", defaults.tiktok_proxy_paths, _api_paths),
@@ -348,8 +366,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         clients_file=Path(clients_file) if clients_file else None,
         webhook_urls=r.get("WEBHOOK_URLS", (), _url_list),
         local_cache_size=r.get("LOCAL_CACHE_SIZE", defaults.local_cache_size, _cache_size),
+        local_cache_trust_ms=r.get("LOCAL_CACHE_TRUST_MS", defaults.local_cache_trust_ms,
+                                   _whole("milliseconds", 50, 5000)),
         trusted_proxies=r.get("TRUSTED_PROXIES", (), _networks),
         rate_limits=r.get("RATE_LIMITS", True, _boolean),
+        metrics_token=r.get("METRICS_TOKEN", Secret(""), _metrics_token),
         rate_limit_login=r.get("RATE_LIMIT_LOGIN", defaults.rate_limit_login, parse_rate_limit),
         rate_limit_oauth=r.get("RATE_LIMIT_OAUTH", defaults.rate_limit_oauth, parse_rate_limit),
         rate_limit_webhook=r.get("RATE_LIMIT_WEBHOOK", defaults.rate_limit_webhook, parse_rate_limit),
@@ -361,6 +382,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         r.problems.append("BROKER_KEY_ROTATION_PERIOD: must be 0 (off) or at least twice "
                           "BROKER_JWKS_MAX_AGE + BROKER_ACCESS_TOKEN_TTL + BROKER_JWT_LEEWAY, so that each key "
                           "is published before it signs and retired keys can be pruned")
+    if settings.max_families_per_session > settings.max_families_per_user:
+        r.problems.append("BROKER_MAX_FAMILIES_PER_SESSION: must not exceed BROKER_MAX_FAMILIES_PER_USER")
     if settings.session_idle_ttl > settings.session_ttl:
         r.problems.append("BROKER_SESSION_IDLE_TTL: must not exceed BROKER_SESSION_TTL")
     if r.problems:

@@ -2,7 +2,8 @@
 
     BrokerError                      500 server_error
     ├── InvalidRequest               400 invalid_request
-    │   └── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
+    │   ├── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
+    │   └── PayloadTooLarge          413 invalid_request   (a body over its endpoint's cap, refused unread)
     ├── InvalidGrant                 400 invalid_grant
     ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
@@ -51,6 +52,11 @@ class InvalidRequest(BrokerError):
 
 class InvalidReturnUrl(InvalidRequest):
     default_description = "The return URL is not allowed."
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    default_description = "The request body is too large."
 
 
 class InvalidGrant(BrokerError):

@@ -80,3 +80,17 @@ def test_loopback_http_and_https_issuers_are_accepted(issuer: str) -> None:
     settings = load_settings({"BROKER_ISSUER": issuer, "BROKER_VAULT_KEYS": GOOD_VAULT,
                               "BROKER_TIKTOK_CLIENT_KEY": "k", "BROKER_TIKTOK_CLIENT_SECRET": "s"})
     assert production_problems(settings) == []
+
+
+def test_hardening_settings_parse_and_are_bounded() -> None:
+    settings = load_settings({"BROKER_LOCAL_CACHE_TRUST_MS": "250", "BROKER_MAX_FAMILIES_PER_SESSION": "4",
+                              "BROKER_MAX_FAMILIES_PER_USER": "8", "BROKER_METRICS_TOKEN": "t" * 32})
+    assert (settings.local_cache_trust_ms, settings.max_families_per_session, settings.max_families_per_user) == \
+        (250, 4, 8)
+    assert settings.metrics_token.reveal() == "t" * 32 and "t" * 32 not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"BROKER_LOCAL_CACHE_TRUST_MS": "10", "BROKER_MAX_FAMILIES_PER_SESSION": "9",
+                       "BROKER_MAX_FAMILIES_PER_USER": "8", "BROKER_METRICS_TOKEN": "short"})
+    text = "\n".join(caught.value.problems)
+    for name in ("BROKER_LOCAL_CACHE_TRUST_MS", "BROKER_MAX_FAMILIES_PER_SESSION", "BROKER_METRICS_TOKEN"):
+        assert name in text

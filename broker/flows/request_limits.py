@@ -20,7 +20,7 @@ IPV6_SUBJECT_PREFIX = 64  # one subscriber usually holds a whole /64: counting s
 # metrics name the route.
 ROUTES = {"login": "/login", "authorize": "/authorize", "callback": "/callback", "token": "/oauth/token",
           "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok",
-          "par": "/oauth/par"}
+          "par": "/oauth/par", "proxy": "/tiktok/{path:path}", "logout": "/logout"}
 # The `key_kind` label: what the refusing bucket counts.
 ADDRESS_KIND = "ip"
 CLIENT_KIND = "client"
@@ -38,7 +38,7 @@ class LimitPolicy:
         return cls(enabled=settings.rate_limits,
                    per_address={"login": login, "authorize": login, "callback": login, "token": oauth,
                                 "revoke": oauth, "introspect": oauth, "par": oauth,
-                                "webhook": settings.rate_limit_webhook},
+                                "webhook": settings.rate_limit_webhook, "proxy": oauth, "logout": login},
                    per_client=settings.rate_limit_client)
 
 
@@ -66,24 +66,33 @@ class RequestLimits:
         self.clock = clock
         self.metrics = metrics or Metrics()
 
-    async def check(self, endpoint: str, *, ip: str, client_id: str | None = None) -> None:
+    async def check(self, endpoint: str, *, ip: str | None, client_id: str | None = None) -> None:
         """Charge this request to its buckets (one round trip), or raise RateLimited with the wait.
 
-        `client_id` is the client the request names, authenticated or not: only registered ids get a bucket,
-        so made-up ids cannot fill Redis, while guessing a real client's secret is limited across addresses.
+        `ip` None charges the client's bucket only (its address was charged before, when the body that names
+        the client had not been read yet). `client_id` is the client the request names, authenticated or not:
+        only registered ids get a bucket, so made-up ids cannot fill Redis, while guessing a real client's secret
+        is limited across addresses.
         """
         if not self.policy.enabled:
             return
-        subject = address_subject(ip)
-        kinds, buckets = [ADDRESS_KIND], [_bucket(f"address:{endpoint}:{subject}", self.policy.per_address[endpoint])]
+        kinds: list[str] = []
+        buckets: list[Bucket] = []
+        subject = address_subject(ip) if ip is not None else ""
+        if ip is not None:
+            kinds.append(ADDRESS_KIND)
+            buckets.append(_bucket(f"address:{endpoint}:{subject}", self.policy.per_address[endpoint]))
         if client_id and self.clients.get(client_id) is not None:
             kinds.append(CLIENT_KIND)
             buckets.append(_bucket(f"client:{endpoint}:{client_id}", self.policy.per_client))
+        if not buckets:
+            return
         waits = await self.limiter.take_each(tuple(buckets), self.clock.now())
         wait, kind = max(zip(waits, kinds, strict=True))
         if wait > 0:
             # Counted once per refused request, under the bucket that decides how long the caller must wait.
             self.metrics.count_rate_limited(ROUTES[endpoint], kind)
-            raise RateLimited(retry_after=max(1, math.ceil(wait)),
-                              log_detail=f"{endpoint} limit for {subject}"
-                                         + (f" / client {client_id}" if len(buckets) > 1 else ""))
+            named = [f"{endpoint} limit for {subject}"] if ip is not None else [f"{endpoint} limit"]
+            if CLIENT_KIND in kinds:
+                named.append(f"client {client_id}")
+            raise RateLimited(retry_after=max(1, math.ceil(wait)), log_detail=" / ".join(named))

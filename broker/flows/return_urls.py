@@ -30,7 +30,10 @@ class _Allowed:
 
 def _origin_of(url: str) -> tuple[_Origin, str, str, str]:
     """Split an absolute URL strictly; raise InvalidReturnUrl for anything ambiguous."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed or invalid "[" IPv6 literal: "http://["
+        raise InvalidReturnUrl(log_detail="unparseable") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise InvalidReturnUrl(log_detail="scheme")

@@ -253,7 +253,7 @@ class TikTokApi:
         try:
             await response.aread()
             error = json.loads(response.content).get("error")
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (httpx.HTTPError, ValueError, RecursionError, AttributeError):
             return False
         finally:
             await response.aclose()

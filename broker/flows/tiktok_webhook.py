@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from broker.clock import Clock
@@ -22,6 +23,8 @@ TOLERANCE = 300  # seconds between TikTok's timestamp and our clock
 DEDUPE_TTL = 4 * 86400  # TikTok retries for 72 hours
 # Events with nothing for the broker to do (Data Portability); any other name not handled here is "unknown".
 IGNORED_EVENTS = frozenset({"portability.download.ready"})
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SIGNATURE = re.compile(r"[0-9A-Fa-f]{64}")
 
 
 class InvalidSignature(BrokerError):
@@ -41,7 +44,9 @@ def parse_signature_header(header: str | None) -> tuple[str, str]:
             raise InvalidSignature(log_detail="malformed header")
         parts[name] = value
     t, s = parts.get("t", ""), parts.get("s", "")
-    if not t.isdigit() or len(s) != 64:
+    # ASCII only: str.isdigit() also accepts "²" and other digits int() refuses, and a non-ASCII signature would
+    # make compare_digest raise.
+    if not TIMESTAMP.fullmatch(t) or not SIGNATURE.fullmatch(s):
         raise InvalidSignature(log_detail="malformed header")
     return t, s
 
@@ -114,7 +119,7 @@ class TikTokWebhooks:
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise InvalidRequest("The body is not JSON.") from None
     if not isinstance(envelope, dict):
         raise InvalidRequest("The body must be a JSON object.")
@@ -124,7 +129,7 @@ def _parse(body: bytes) -> dict[str, Any]:
             raise InvalidRequest(f"The field {name} is missing or has the wrong type.")
     try:
         content = json.loads(envelope["content"])  # TikTok sends a JSON document inside a string
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequest("content is not a JSON document.") from None
     if not isinstance(content, dict):
         raise InvalidRequest("content must be a JSON object.")

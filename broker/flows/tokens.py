@@ -103,7 +103,11 @@ class TokenFlow:
                          client_id=client.client_id if client else "", parent_sid=parent.sid,
                          client_scopes=client_scopes, scopes=scopes, auth_time=parent.signed_in_at)
         refresh_token = self._new_refresh_token(family)
-        await self.families.create(family, token_hash(refresh_token))
+        # The oldest families over the caps (per browser session, per user) end to make room for this one.
+        for ended in await self.families.create(family, token_hash(refresh_token), now=now):
+            log.info("refresh family ended: over the limit of families", extra={"user_id": family.user_id,
+                                                                             "sid": ended})
+            await self._revoked(family.user_id, ended, "family_limit")
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
         return self._pair(family, refresh_token, client)
 

@@ -4,13 +4,18 @@ A family is a session record of kind "refresh" whose field `rt` holds the SHA-25
 Rotation, replay inside the grace window and reuse after it are decided in one Lua script, so fifty parallel
 refreshes of one token see one consistent order. Spent token hashes are kept (the last 128) only to tell a
 leaked old token (revoke the family) from a made-up one that merely names the family (ignore it).
+
+A user's families are also listed by age (`KeySpace.user_families`), so that their number stays bounded: a new
+family first ends the oldest ones over the caps (per browser session, per user), and drops the index entries
+of families that have expired meanwhile. That list never holds more than the per-user cap, so every script that
+walks it does a bounded amount of work.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from broker.domain import Session, TokenPair
@@ -23,7 +28,8 @@ USED_KEPT = 128
 
 # A Lua function for every script that ends a session or family record: the record, the hashes of its spent
 # refresh tokens, the sealed pair of its last rotation (named after the token that rotation replaced) and its
-# entry in the user's session index, all under the user's key tag (one slot). Returns 1 if the record existed.
+# entries in the user's session and family indexes, all under the user's key tag (one slot). Returns 1 if the
+# record existed.
 END_RECORD = """
 local function end_record(tag, sid)
   local key = tag .. ':s:' .. sid
@@ -31,8 +37,59 @@ local function end_record(tag, sid)
   if spent and spent ~= '' then redis.call('DEL', tag .. ':rtg:' .. spent) end
   redis.call('DEL', tag .. ':rtu:' .. sid)
   redis.call('ZREM', tag .. ':sessions', sid)
+  redis.call('ZREM', tag .. ':fams', sid)
   return redis.call('DEL', key)
 end
+"""
+
+# Extend (never shorten) a key's expiry to ARGV-given milliseconds: an index lives as long as its longest entry.
+EXTEND_EXPIRY = """
+local function extend_expiry(key, now_ms, at_ms)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 or now_ms + ttl < at_ms then redis.call('PEXPIREAT', key, at_ms) end
+end
+"""
+
+# A new family, after ending the oldest families over the caps. KEYS: the family's record, the user's session
+# index, the user's family index. ARGV: tag, sid, parent sid, now (ms), record expiry (ms), absolute expiry (s),
+# per-session cap, per-user cap, then the record's fields and values. Returns the sids of the families ended.
+CREATE = END_RECORD + EXTEND_EXPIRY + """
+local tag, sid, parent, now_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local per_session, per_user = tonumber(ARGV[7]), tonumber(ARGV[8])
+local live, of_parent, ended = {}, {}, {}
+for _, family in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local its_parent = redis.call('HGET', tag .. ':s:' .. family, 'parent_sid')
+  if its_parent then
+    table.insert(live, family)
+    if its_parent == parent then table.insert(of_parent, family) end
+  else
+    end_record(tag, family)  -- expired: only its index entries and spent hashes were left
+  end
+end
+local gone = {}
+local function evict(family)
+  gone[family] = true
+  end_record(tag, family)
+  table.insert(ended, family)
+end
+for i = 1, #of_parent - per_session + 1 do evict(of_parent[i]) end
+local count = #live - #ended
+for _, family in ipairs(live) do
+  if count < per_user then break end
+  if not gone[family] then evict(family); count = count - 1 end
+end
+local fields = {}
+for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[5]))
+local absolute_ms = math.ceil(tonumber(ARGV[6]) * 1000)
+redis.call('ZADD', KEYS[2], ARGV[6], sid)
+-- Scored by creation, and strictly after the newest: two families of one millisecond keep their order.
+local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+redis.call('ZADD', KEYS[3], math.max(now_ms, (tonumber(newest) or 0) + 1), sid)
+extend_expiry(KEYS[2], now_ms, absolute_ms)
+extend_expiry(KEYS[3], now_ms, absolute_ms)
+return ended
 """
 
 # KEYS: the family, its spent hashes, the grace copy named after the presented token, the user's session index.
@@ -92,25 +149,38 @@ def _ms(instant: float) -> int:
     return math.ceil(instant * 1000)
 
 
+@dataclass(frozen=True)
+class FamilyCaps:
+    """How many live refresh families one browser session, and one user in all, may have."""
+
+    per_session: int = 32
+    per_user: int = 128
+
+
 class Families:
-    def __init__(self, client: RedisClient, keys: KeySpace, vault: Vault) -> None:
+    def __init__(self, client: RedisClient, keys: KeySpace, vault: Vault, caps: FamilyCaps | None = None) -> None:
         self.client = client
         self.keys = keys
         self.vault = vault
+        self.caps = caps or FamilyCaps()
+        self._create = client.register_script(CREATE)
         self._rotate = client.register_script(ROTATE)
         self._end = client.register_script(END)
 
-    async def create(self, session: Session, token_hash: str) -> None:
-        """A new family: its session record with the first token's hash, listed among the user's sessions."""
-        key = self.keys.session(session.user_id, session.sid)
-        index = self.keys.user_sessions(session.user_id)
+    async def create(self, session: Session, token_hash: str, *, now: float) -> list[str]:
+        """A new family: its session record with the first token's hash, listed among the user's sessions and
+        families. Families over the caps are ended first, oldest first: their sids are returned."""
+        user_id = session.user_id
         record = {**session_to_hash(session), "rt": token_hash, "rt_prev": "", "rt_rotated_at": "0"}
-        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=cast(Any, record))
-            pipe.pexpireat(key, _ms(min(session.expires_at, session.idle_expires_at)))
-            pipe.zadd(index, {session.sid: session.expires_at})
-            pipe.pexpireat(index, _ms(session.expires_at))
-            await pipe.execute()
+        keys = [self.keys.session(user_id, session.sid), self.keys.user_sessions(user_id),
+                self.keys.user_families(user_id)]
+        args: list[Any] = [self.keys.user_tag(user_id), session.sid, session.parent_sid, _ms(now),
+                           _ms(min(session.expires_at, session.idle_expires_at)), repr(session.expires_at),
+                           self.caps.per_session, self.caps.per_user]
+        args += [item for pair in record.items() for item in pair]
+        async with translated_errors():
+            ended = await self._create(keys=keys, args=args)
+        return [str(sid) for sid in ended]
 
     async def load(self, user_id: str, sid: str) -> tuple[Session, dict[str, str]] | None:
         """The session or family and its raw fields (the refresh-token hashes among them)."""

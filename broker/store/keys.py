@@ -44,6 +44,11 @@ class KeySpace:
     def user_sessions(self, user_id: str) -> str:
         return f"{self.user_tag(user_id)}:sessions"
 
+    def user_families(self, user_id: str) -> str:
+        """The user's live refresh families by creation (sorted set: sid -> created, ms), oldest first: what the
+        caps on families count and end first."""
+        return f"{self.user_tag(user_id)}:fams"
+
     def refresh_used(self, user_id: str, sid: str) -> str:
         """Hashes of a refresh family's spent tokens: presenting one again means the family leaked."""
         return f"{self.user_tag(user_id)}:rtu:{sid}"

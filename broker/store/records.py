@@ -225,7 +225,7 @@ class Records:
         """Re-encrypt every sealed blob not under the vault's first key; returns how many changed."""
         changed = 0
         pattern = f"{self.keys.prefix}{{u:*}}:tiktok"
-        async with translated_errors():
+        async with translated_errors(deadline=None):  # a walk of the whole keyspace: no deadline
             async for key in self.client.scan_iter(match=pattern, count=500):
                 blob = await self.client.get(key)
                 if blob is None or not self.vault.needs_reseal(str(blob)):

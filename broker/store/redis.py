@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
@@ -24,9 +25,12 @@ __all__ = ["RedisClient", "RedisTarget", "WatchError", "cluster_primaries", "cre
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
-# Fail closed fast: a request that needs Redis should answer 503 within a couple of seconds, not hang.
+# Fail closed fast: a request that needs Redis answers 503 within a couple of seconds, not when the kernel gives
+# up. DEADLINE bounds each step at the store boundary whole (connecting, retrying, a Sentinel's lookup, every
+# command of a pipeline): a frozen Redis (SIGSTOP, a dead network path) accepts connections and answers nothing.
+DEADLINE = 1.5
 CONNECT_TIMEOUT = 1.0
-COMMAND_TIMEOUT = 2.0
+COMMAND_TIMEOUT = DEADLINE
 
 # Failures that mean "the store is not reachable right now" (answer 503 and let the client retry).
 # MasterNotFoundError and an AuthenticationError are ConnectionErrors; a replica's READONLY reply reaches us
@@ -108,10 +112,13 @@ async def cluster_primaries(client: RedisClient) -> frozenset[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def translated_errors() -> AsyncIterator[None]:
-    """Turn "Redis is not reachable" into StoreUnavailable (503, Retry-After) at the store boundary."""
+async def translated_errors(deadline: float | None = DEADLINE) -> AsyncIterator[None]:
+    """Turn "Redis is not reachable" into StoreUnavailable (503, Retry-After) at the store boundary, and a step
+    that takes longer than `deadline` seconds (None: no bound, for maintenance that walks the keyspace) into
+    the same."""
     try:
-        yield
+        async with asyncio.timeout(deadline):
+            yield
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(log_detail=f"redis: {type(exc).__name__}") from exc
     except redis_exceptions.ResponseError as exc:

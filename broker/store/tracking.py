@@ -6,11 +6,16 @@ each Cluster primary), turns on `CLIENT TRACKING ... BCAST` for the key prefixes
 From then on Redis pushes the name of every key that any client writes, deletes or lets expire under those
 prefixes, so a cached read can be dropped within milliseconds of the write.
 
-The cache may be trusted only while every one of these connections is known to be alive: `live` turns false when
-one has been silent (no message, no heartbeat reply) for `3 * heartbeat` seconds, when one fails, when a Cluster's
-primaries are no longer the ones tracked, and until tracking is on again everywhere after a reconnect. Every
-change of that state tells the subscribers to drop everything, and each period of tracking has its own
-`generation`, so a read begun under an earlier one is never cached (its writes may have gone unreported).
+The cache may be trusted only while every one of these connections has proven itself within the last `trust`
+seconds: a PING sent at instant T whose reply came back proves that every write made before T (give or take one
+turn of Redis's event loop) has been reported, since Redis answers in order on that connection. So a write is
+known to this process, or the cache is bypassed, at most `trust` seconds after it was made, even when a
+connection hangs without closing (a frozen process, a dead network path). A connection is pinged three times
+per `trust`. Beyond that, a connection silent for `3 * heartbeat` seconds, or one that fails, is closed and
+opened again, as is every connection when a Cluster's primaries are no longer the ones tracked; until tracking
+is on again everywhere the cache is off. Every end of a tracking period tells the subscribers to drop
+everything, and each period has its own `generation`, so a read begun under an earlier one is never cached
+(its writes may have gone unreported).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -96,17 +102,25 @@ class InvalidationSubscriber(Protocol):
         """Drop what depends on these keys; None means everything."""
 
 
+DEFAULT_TRUST = 0.5  # seconds
+
+
 class InvalidationListener:
     def __init__(self, connect: Callable[[], Awaitable[TrackedNodes]], prefixes: tuple[str, ...], *,
-                 heartbeat: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
-        """`connect` opens the nodes of one tracking period (see tracking_connector)."""
+                 heartbeat: float = 1.0, trust: float = DEFAULT_TRUST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`connect` opens the nodes of one tracking period (see tracking_connector); `trust` is the longest a
+        write may stay unknown here while the cache is used (see the module's docstring)."""
         self._connect = connect
         self._prefixes = prefixes
         self._heartbeat = heartbeat
+        self._trust = trust
+        self._ping_every = min(heartbeat, trust / 3)
         self._clock = clock
         self._subscribers: list[InvalidationSubscriber] = []
         self._heard_until: list[float] = []  # per node: when its silence starts to count as death
-        self._live_until = 0.0  # the earliest of those
+        self._proven: list[float] = []  # per node: when the last PING that was answered had been sent
+        self._trusted_until = 0.0  # the earliest of those, plus `trust`
         self._tracking = False
         self.generation = 0
         self._reconnected = False
@@ -116,12 +130,15 @@ class InvalidationListener:
 
     @property
     def live(self) -> bool:
-        """True while every write to the tracked prefixes is known to reach us."""
-        return self._tracking and self._clock() < self._live_until
+        """True while every write to the tracked prefixes made more than `trust` seconds ago is known here."""
+        return self._tracking and self._clock() < self._trusted_until
 
     def _heard(self, node: int) -> None:
         self._heard_until[node] = self._clock() + 3 * self._heartbeat
-        self._live_until = min(self._heard_until)
+
+    def _proved(self, node: int, sent_at: float) -> None:
+        self._proven[node] = sent_at
+        self._trusted_until = min(self._proven) + self._trust
 
     def _drop_everything(self) -> None:
         self._tracking = False
@@ -162,8 +179,12 @@ class InvalidationListener:
             # Tracking is on from here: anything cached before may have missed a write, so start afresh.
             self._drop_everything()
             self._heard_until = [0.0] * len(pubsubs)
+            # The subscription's confirmation, just received on each, proves each connection as of now: the
+            # cache starts empty, so nothing written before can be served.
+            self._proven = [self._clock()] * len(pubsubs)
             for node in range(len(pubsubs)):
                 self._heard(node)
+                self._proved(node, self._proven[node])
             self._tracking = True
             watchers = [asyncio.create_task(self._listen(node, pubsub)) for node, pubsub in enumerate(pubsubs)]
             if nodes.unchanged is not None:
@@ -205,9 +226,10 @@ class InvalidationListener:
         raise LostTracking("no subscription confirmation")
 
     async def _listen(self, node: int, pubsub: Any) -> None:
+        pings: deque[float] = deque()  # when each PING not yet answered was sent, oldest first
         last_ping = self._clock()
         while True:
-            message = await pubsub.get_message(timeout=self._heartbeat / 2)
+            message = await pubsub.get_message(timeout=self._ping_every / 2)
             if self._reconnected:
                 raise LostTracking("a connection was re-established without tracking")
             if message is not None:
@@ -220,8 +242,11 @@ class InvalidationListener:
                     self._heard(node)
                 elif kind == "pong":
                     self._heard(node)
+                    if pings:  # replies come in order: this one answers the oldest PING
+                        self._proved(node, pings.popleft())
             now = self._clock()
-            if now - last_ping >= self._heartbeat:
+            if now - last_ping >= self._ping_every:
+                pings.append(now)
                 await pubsub.ping()
                 last_ping = now
             if now >= self._heard_until[node]:

@@ -14,7 +14,9 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from broker.domain import Session
 from broker.errors import InsufficientScope, InvalidRequest, InvalidToken
 from broker.flows.logout import is_rp_logout
+from broker.web.bodies import read_form
 from broker.web.browser_guard import require_same_origin
+from broker.web.client_addr import client_ip
 from broker.web.cookies import clear_session_cookie, read_session_cookie
 from broker.web.render import NO_STORE, answer_as_api, html_endpoint, render_page
 from broker.web.services import Services, services
@@ -29,10 +31,7 @@ def _bearer(request: Request) -> str | None:
 
 
 async def _form(request: Request) -> FormData:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() in (
-            "application/x-www-form-urlencoded", "multipart/form-data"):
-        return await request.form()
-    return FormData()
+    return await read_form(request)
 
 
 def _when(instant: float) -> str:
@@ -132,9 +131,14 @@ async def revoke_app(request: Request) -> Response:
 @html_endpoint
 async def logout(request: Request) -> Response:
     """POST /logout: an app's bearer call (JSON); OpenID RP-initiated logout (id_token_hint or client_id); or the
-    broker's own form (origin-checked). A session already gone logs out quietly."""
+    broker's own form (origin-checked). A session already gone logs out quietly. The rate limit comes first, and a
+    bearer token is checked before the body is read; every body is capped (16 KiB) before it is parsed, and the
+    own form's origin is checked before anything ends."""
     svc = services(request)
     bearer = _bearer(request)
+    if bearer is not None:
+        answer_as_api(request)
+    await svc.limits.check("logout", ip=client_ip(request))
     if bearer is not None:
         return await _logout_by_bearer(svc, request, bearer)
     form = await _form(request)
@@ -181,11 +185,11 @@ async def _rp_logout(svc: Services, request: Request, params: dict[str, str], *,
 
 
 async def _logout_by_bearer(svc: Services, request: Request, bearer: str) -> Response:
-    answer_as_api(request)
+    claims = await svc.tokens.check_access_token(bearer)  # before the body is read
     everywhere = str((await _form(request)).get("everywhere", request.query_params.get("everywhere", "")))
     everywhere_wanted = everywhere.lower() in ("true", "1", "on")
-    claims = await (_account_claims(svc, request, bearer) if everywhere_wanted
-                    else svc.tokens.check_access_token(bearer))
+    if everywhere_wanted and not svc.account.powers.allow(claims):
+        raise InsufficientScope(NO_POWER, log_detail=f"client {claims.get('client_id')!r} lacks the account power")
     current = await svc.tokens.session_for(claims)
     if current is None:
         return JSONResponse({"ended": 0}, headers=NO_STORE)

@@ -17,12 +17,18 @@ from broker.web.services import services
 log = logging.getLogger("broker.web")
 
 
+def _path(request: Request) -> str:
+    # From the scope, not request.url: building the URL parses the Host header, which a client may make
+    # unparseable ("[", bytes that are not UTF-8).
+    return str(request.scope.get("path", ""))
+
+
 async def broker_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BrokerError)
     if isinstance(exc, StoreUnavailable):
         services(request).metrics.redis_unavailable(route_label(request.scope))
     level = logging.WARNING if exc.status >= 500 else logging.INFO
-    log.log(level, "request failed: %s %s -> %s %s%s", request.method, request.url.path, exc.status, exc.code,
+    log.log(level, "request failed: %s %s -> %s %s%s", request.method, _path(request), exc.status, exc.code,
             f" ({exc.log_detail})" if exc.log_detail else "")
     if wants_html(request):
         return html_error(request, exc)
@@ -56,7 +62,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log; the client sees only the generic error.
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, _path(request), exc_info=exc)
     error = BrokerError()
     return html_error(request, error) if wants_html(request) else json_error(error)
 

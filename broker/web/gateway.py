@@ -74,10 +74,17 @@ def _envoy_original(request: Request) -> str | None:
     host = request.headers.get("host", "")
     if not view.peer_trusted or view.proto is None or not HOST.fullmatch(host):
         return None
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     path = raw_path.decode("latin-1")[len(ENVOY_PREFIX):] or "/"
     query = request.scope.get("query_string", b"").decode("latin-1")
     return f"{view.proto}://{host}{path}" + (f"?{query}" if query else "")
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return "unparseable"
 
 
 def _login_url(svc: Services, original: str | None) -> str:
@@ -86,10 +93,12 @@ def _login_url(svc: Services, original: str | None) -> str:
         return login
     try:
         return_to = svc.login.return_urls.check(original)
-    except InvalidReturnUrl:
-        # Not an error for the visitor: they still sign in, and land on the broker's home page.
-        log.info("gateway: the original URL's origin %r is not on BROKER_ALLOWED_RETURN_URLS",
-                 urlsplit(original).netloc)
+    except InvalidReturnUrl as refused:
+        # Not an error for the visitor: they still sign in, and land on the broker's home page. This holds for an
+        # unparseable original URL too ("http://[", from a Host header the visitor wrote): a 400 here would reach
+        # them as the gateway's 500, since nginx's auth_request treats anything but 2xx, 401 and 403 as an error.
+        log.info("gateway: the original URL is not a return URL on BROKER_ALLOWED_RETURN_URLS (%s, origin %r)",
+                 refused.log_detail, _netloc(original))
         return login
     return f"{login}?{urlencode({'return_to': return_to})}"
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.errors import StoreUnavailable
+from broker.errors import InvalidToken, StoreUnavailable
 from broker.metrics import ClusterSnapshot
+from broker.web.credentials import bearer_token
 from broker.web.request_metrics import route_label
 from broker.web.services import Services, services
 
@@ -40,8 +43,11 @@ async def _cluster_snapshot(svc: Services) -> ClusterSnapshot:
 
 async def metrics(request: Request) -> Response:
     """This replica's metrics, plus the cluster-wide backlogs read from Redis now (left out if Redis is away:
-    the Redis error counter and /readyz say so)."""
+    the Redis error counter and /readyz say so). With BROKER_METRICS_TOKEN set, only for that bearer token."""
     svc = services(request)
+    expected = svc.settings.metrics_token.reveal()
+    if expected and not hmac.compare_digest((bearer_token(request) or "").encode(), expected.encode()):
+        raise InvalidToken("The metrics token is missing or wrong.")
     try:
         svc.metrics.update_cluster(await _cluster_snapshot(svc))
     except StoreUnavailable:

@@ -4,10 +4,7 @@ section 2.3.1) and the CSRF guard of the cookie grant live here."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import asdict
-from urllib.parse import unquote
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -17,9 +14,11 @@ from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
 from broker.flows.tokens import SESSION_GRANT
+from broker.web.bodies import media_type, read_form
 from broker.web.client_addr import client_ip
 from broker.web.cookies import read_session_cookie
 from broker.web.cors import trusted_origins, with_cors
+from broker.web.credentials import basic_credentials
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
 
@@ -27,9 +26,9 @@ FORM = "application/x-www-form-urlencoded"
 
 
 async def _form(request: Request) -> FormData:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+    if media_type(request) != FORM:
         raise InvalidRequest("The body must be application/x-www-form-urlencoded.")
-    form = await request.form()
+    form = await read_form(request, multipart=False)
     for name in set(form.keys()):
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"The parameter {name} appears more than once.")  # RFC 6749 section 3.2
@@ -41,39 +40,23 @@ def _text(form: FormData, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
+async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
+    """The form, read only once this request has been charged to its client address (and to the client its
+    Basic header names); a client named in the form instead is charged as soon as the form is read."""
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidClient("Malformed Basic credentials.") from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep:
-        raise InvalidClient("Malformed Basic credentials.")
-    return unquote(client_id), unquote(secret)
-
-
-def claimed_client_id(request: Request, form: FormData) -> str | None:
-    """The client a request names (Basic header or form), before anyone checks its secret."""
-    try:
-        basic = _basic_credentials(request)
+        basic = basic_credentials(request)
     except InvalidClient:
         basic = None
-    return basic[0] if basic is not None else _text(form, "client_id")
-
-
-async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
-    """The form, once this request has been charged to its client address and to the client it names."""
+    await svc.limits.check(endpoint, ip=client_ip(request), client_id=basic[0] if basic else None)
     form = await _form(request)
-    await svc.limits.check(endpoint, ip=client_ip(request), client_id=claimed_client_id(request, form))
+    if basic is None and _text(form, "client_id") is not None:
+        await svc.limits.check(endpoint, ip=None, client_id=_text(form, "client_id"))
     return form
 
 
 def authenticate_client(svc: Services, request: Request, form: FormData, *, required: bool) -> Client | None:
     """The calling client, by Basic header or form fields (never both); None when none is named."""
-    basic = _basic_credentials(request)
+    basic = basic_credentials(request)
     form_id, form_secret = _text(form, "client_id"), _text(form, "client_secret")
     if basic is not None and (form_secret is not None or (form_id and form_id != basic[0])):
         raise InvalidRequest("Use one client authentication method, not two.")

@@ -1,10 +1,19 @@
-"""The `/_emulator/` JSON control API for tests and demos: faults, call log, forced expiry, webhook triggers."""
+"""The `/_emulator/` JSON control API for tests and demos: faults, call log, forced expiry, webhook triggers.
+
+It can end sessions, hand out tokens and list them, so no web page may reach it: it answers only requests whose
+Host is a loopback name or the emulator's own public host (a page on another site, even one whose name resolves
+to 127.0.0.1, sends its own name), and its POSTs only with a JSON body (which a page can send cross-site only
+after a CORS preflight that the emulator never grants).
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,6 +23,29 @@ from tiktok_emulator.faults import parse_fault
 from tiktok_emulator.state import emulator
 
 REASONS = range(6)  # authorization.removed reasons 0-5 (contract §6)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: `127.0.0.1:8081` -> `127.0.0.1`, `[::1]:8081` -> `::1`."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else ""
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def local_only(endpoint: Endpoint) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        name = _host_name(request.headers.get("host", ""))
+        if name not in LOOPBACK_NAMES and name != urlsplit(emulator(request).config.public_url).hostname:
+            return _bad("the control API answers only on a loopback host or the emulator's public URL", 403)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and kind != "application/json":
+            return _bad("the body must be application/json", 415)
+        return await endpoint(request)
+    return guarded
 
 
 async def _json_object(request: Request) -> dict[str, Any] | None:
@@ -99,15 +131,15 @@ async def reset(request: Request) -> Response:
 
 
 routes = [
-    Route("/_emulator/faults", add_fault, methods=["POST"]),
-    Route("/_emulator/faults", list_faults, methods=["GET"]),
-    Route("/_emulator/faults", clear_faults, methods=["DELETE"]),
-    Route("/_emulator/calls", list_calls, methods=["GET"]),
-    Route("/_emulator/calls", clear_calls, methods=["DELETE"]),
-    Route("/_emulator/expire", expire, methods=["POST"]),
-    Route("/_emulator/webhooks/authorization-removed", authorization_removed, methods=["POST"]),
-    Route("/_emulator/webhooks", list_deliveries, methods=["GET"]),
-    Route("/_emulator/users", list_users, methods=["GET"]),
-    Route("/_emulator/users/{open_id}/tokens", tokens_for, methods=["GET"]),
-    Route("/_emulator/reset", reset, methods=["POST"]),
+    Route("/_emulator/faults", local_only(add_fault), methods=["POST"]),
+    Route("/_emulator/faults", local_only(list_faults), methods=["GET"]),
+    Route("/_emulator/faults", local_only(clear_faults), methods=["DELETE"]),
+    Route("/_emulator/calls", local_only(list_calls), methods=["GET"]),
+    Route("/_emulator/calls", local_only(clear_calls), methods=["DELETE"]),
+    Route("/_emulator/expire", local_only(expire), methods=["POST"]),
+    Route("/_emulator/webhooks/authorization-removed", local_only(authorization_removed), methods=["POST"]),
+    Route("/_emulator/webhooks", local_only(list_deliveries), methods=["GET"]),
+    Route("/_emulator/users", local_only(list_users), methods=["GET"]),
+    Route("/_emulator/users/{open_id}/tokens", local_only(tokens_for), methods=["GET"]),
+    Route("/_emulator/reset", local_only(reset), methods=["POST"]),
 ]

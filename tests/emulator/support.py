@@ -37,7 +37,7 @@ def request_id_of(page: httpx.Response) -> str:
 class TikTok:
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://emulator.test")
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8081")
 
     @property
     def state(self) -> EmulatorState:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 
 import pytest
 
@@ -80,11 +79,11 @@ async def test_a_master_refusing_writes_means_unavailable_for_commands_scripts_a
     records, families = Records(client, keys, vault), Families(client, keys, vault)
     family = Session(sid="f" * 32, user_id="u" * 22, created_at=1.0, last_seen=1.0, expires_at=4e9,
                      idle_expires_at=4e9, scopes=(), kind="refresh")
-    await families.create(family, "current-hash")
+    await families.create(family, "current-hash", now=1.0)
     attempt = LoginAttempt(code_verifier="v", nonce="n", return_to="/", binding_hash="b", created_at=1.0, scopes=())
     writes: dict[str, Callable[[], Awaitable[object]]] = {
         "one command": lambda: records.put_login_attempt("h", attempt, 60),
-        "a MULTI": lambda: families.create(replace(family, sid="g" * 32), "hash"),
+        "a MULTI": lambda: families.deny_jti(family.user_id, "jti", 4e9),
         "a MULTI with a read after the write": lambda: records.claim_user_id("open-id", "candidate"),
         "a script": lambda: families.rotate(family, "current-hash", "next-hash", TokenPair("a", "r", 60, ""),
                                             now=2.0, grace=0, idle_ttl=60),

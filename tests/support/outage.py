@@ -1,7 +1,7 @@
 """Waiting for a broker to notice that Redis is gone.
 
 A process serves the sessions it holds in memory until its invalidation connection reports the loss (usually
-at once on loopback, at worst three heartbeats later): nothing can be revoked while Redis is down, so those
+at once on loopback, at worst BROKER_LOCAL_CACHE_TRUST_MS later): nothing can be revoked while Redis is down, so those
 answers are still true. Tests of an outage wait for the first refusal, and check that nothing else was seen.
 """
 

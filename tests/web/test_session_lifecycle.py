@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import redis
 
 from broker.app import create_app
 from broker.config import Settings
@@ -79,3 +80,26 @@ async def test_https_issuers_get_host_prefixed_secure_cookies(base_settings: Set
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("__Host-broker_login=")
     assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie and "Domain" not in cookie
+
+
+async def test_redis_holds_only_a_hash_of_the_cookie_secret(stack: InProcess, redis_sync: redis.Redis) -> None:
+    """A dump of Redis is no way into a session: the cookie's secret appears in no key and no value."""
+    await sign_in(stack)
+    cookie = next(value for name, value in stack.broker.cookies.items() if name.endswith("broker_session"))
+    secret = cookie.split(".")[1]
+    everything: list[str] = []
+    for key in redis_sync.scan_iter():
+        kind = redis_sync.type(key)
+        everything.append(key)
+        if kind == "string":
+            everything.append(str(redis_sync.get(key)))
+        elif kind == "hash":
+            everything += [f"{k}={v}" for k, v in redis_sync.hgetall(key).items()]
+        elif kind == "zset":
+            everything += redis_sync.zrange(key, 0, -1)
+        elif kind == "set":
+            everything += list(redis_sync.smembers(key))
+        elif kind == "list":
+            everything += redis_sync.lrange(key, 0, -1)
+    assert any(":s:" in key for key in everything)  # the session is there, under its id
+    assert not [item for item in everything if secret in item]

@@ -1,0 +1,70 @@
+"""The TikTok API proxy and the query it forwards: TikTok gets exactly what was checked, and odd queries are 400s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from broker.config import Settings
+from tests.support.asgi import raw_request
+from tests.support.inprocess import InProcess, in_process
+
+
+@pytest.fixture
+async def stack(base_settings: Settings) -> AsyncIterator[tuple[InProcess, dict[str, str]]]:
+    async with in_process(base_settings) as running:
+        await running.sign_in(scopes=("user.info.basic",))
+        check = await running.broker.get("/auth/verify")
+        assert check.status_code == 200
+        yield running, {"Authorization": check.headers["authorization"]}
+
+
+def user_info_calls(stack: InProcess) -> list[dict[str, object]]:
+    return [c for c in stack.emulator.state.emulator.calls if c["endpoint"] == "user_info"]
+
+
+async def test_a_repeated_fields_parameter_is_refused_before_tiktok(
+        stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    before = len(user_info_calls(running))  # the login's own
+    # The scope check would read one value (user.info.basic suffices for open_id) while TikTok got both.
+    smuggled = await running.broker.get("/tiktok/v2/user/info/", headers=bearer,
+                                        params=[("fields", "follower_count"), ("fields", "open_id")])
+    assert smuggled.status_code == 400, smuggled.text
+    assert smuggled.json() == {"error": "invalid_request",
+                               "error_description": "The query parameter fields appears more than once."}
+    assert len(user_info_calls(running)) == before
+    fine = await running.broker.get("/tiktok/v2/user/info/", headers=bearer, params={"fields": "open_id"})
+    assert fine.status_code == 200, fine.text
+    assert len(user_info_calls(running)) == before + 1
+
+
+async def test_tiktok_gets_the_checked_parameters_encoded_afresh(stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    seen: list[httpx.Request] = []
+    running.tiktok.event_hooks["request"].append(_noting(seen))
+    status, body = await raw_request(running.app, "GET", "/tiktok/v2/user/info/",
+                                     query=b"fields=open_id,display_name#tail&x=%zz;y=1",
+                                     headers={"authorization": bearer["Authorization"]})
+    assert status == 200, body
+    forwarded = [request for request in seen if request.url.path == "/v2/user/info/"]
+    assert forwarded[0].url.params.multi_items() == [("fields", "open_id,display_name#tail"), ("x", "%zz;y=1")]
+
+
+def _noting(seen: list[httpx.Request]) -> Callable[[httpx.Request], Awaitable[None]]:
+    async def note(request: httpx.Request) -> None:
+        seen.append(request)
+    return note
+
+
+async def test_a_body_over_the_proxy_cap_is_refused_before_tiktok(stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    before = len(running.emulator.state.emulator.calls)
+    status, body = await raw_request(running.app, "POST", "/tiktok/v2/video/list/", query=b"fields=id",
+                                     headers={"authorization": bearer["Authorization"],
+                                              "content-type": "application/json"},
+                                     body=b"[" + b" " * (1 << 20) + b"]")
+    assert status == 413, body
+    assert len(running.emulator.state.emulator.calls) == before
