@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Coroutine
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,24 +67,15 @@ from broker.web.request_id import RequestIdMiddleware
 from broker.web.request_metrics import RequestMetricsMiddleware
 from broker.web.routes import ROUTES
 from broker.web.services import Services
+from broker_sdk.http import cookieless_client
 
 TEMPLATES_DIR = Path(__file__).parent / "web" / "templates"
-
-
-class _NoCookies(DefaultCookiePolicy):
-    """Refuses to store or send any cookie."""
-
-    def set_ok(self, cookie: Any, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: Any, request: Any) -> bool:
-        return False
 
 
 def outbound_client() -> httpx.AsyncClient:
     """The one client for TikTok, the proxy and webhook deliveries. Its calls act for many users at once, so it
     keeps no cookies: one that TikTok sets on a call for one user must never travel on a call for another."""
-    return httpx.AsyncClient(follow_redirects=False, cookies=CookieJar(policy=_NoCookies()))
+    return cookieless_client(timeout=httpx.Timeout(5.0))  # TikTok calls set their own deadlines
 
 
 def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = None,

@@ -124,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from broker.app import create_app
-    from broker.devsetup import dev_environment
+    from broker.devsetup import dev_environment, emulated_app
     from broker.logs import configure
 
     configure(readable=True)  # a person reads these; `broker serve` keeps JSON lines for machines
@@ -152,9 +152,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 return fail([EMULATOR_MISSING], "broker dev needs the TikTok emulator:")
             EmulatorConfig, create_emulator_app = emulator_package
             # The emulated app has the broker's credentials: a key or secret set in the environment is honoured.
-            emulator = create_emulator_app(EmulatorConfig(
-                client_key=ready.tiktok_client_key, client_secret=ready.tiktok_client_secret.reveal(),
-                redirect_uris=(ready.redirect_uri,), public_url=f"http://127.0.0.1:{args.emulator_port}"))
+            emulator = create_emulator_app(EmulatorConfig(**emulated_app(ready, args.emulator_port)))
             servers.append(_uvicorn_server(emulator, "127.0.0.1", args.emulator_port))
         print(f"\n  Open {ready.issuer}/ and click \"Continue with TikTok\".\n", file=sys.stderr)
         _run_servers(servers)

@@ -29,6 +29,14 @@ def _dev_vault_key(data_dir: Path) -> str:
     return entry
 
 
+def emulated_app(settings: Settings, emulator_port: int) -> dict[str, object]:
+    """How `broker dev` registers the broker at its emulator: the broker's credentials and callback, and its
+    webhook endpoint, so that deauthorizations and posting events reach the broker as they would from TikTok."""
+    return {"client_key": settings.tiktok_client_key, "client_secret": settings.tiktok_client_secret.reveal(),
+            "redirect_uris": (settings.redirect_uri,), "webhook_url": f"{settings.issuer}/webhooks/tiktok",
+            "public_url": f"http://127.0.0.1:{emulator_port}"}
+
+
 def dev_environment(environ: Mapping[str, str], *, broker_port: int,
                     emulator_port: int) -> tuple[dict[str, str], list[str], bool]:
     """The environment `broker dev` runs with: what is set is kept, what is missing gets a local default.

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from broker_sdk.errors import VerifierUnavailable
+from broker_sdk.http import cookieless_client
 
 
 def basic_credentials(client_id: str, client_secret: str) -> str:
@@ -38,7 +39,7 @@ class Introspection:
         self.client_id = client_id
         self._authorization = basic_credentials(client_id, client_secret)
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+        self._http = http if http is not None else cookieless_client()
         self._cache_ttl = cache_ttl
         self._clock = clock
         self._max_entries = max_entries

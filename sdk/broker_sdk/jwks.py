@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from broker_sdk.errors import VerifierUnavailable
+from broker_sdk.http import cookieless_client
 from broker_sdk.keys import SUPPORTED_ALGORITHMS, VerificationKey, freshness_lifetime, parse_jwks
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class JwksCache:
         self.algorithms = allowed
         self.stats = JwksStats()
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+        self._http = http if http is not None else cookieless_client()
         self._clock = clock
         self._min_interval = min_refetch_interval
         self._default_max_age = default_max_age

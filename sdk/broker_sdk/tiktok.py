@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from broker_sdk.http import cookieless_client
 from broker_sdk.tiktok_media import DEFAULT_CHUNK, MIN_CHUNK, Media, MediaSource, content_type_for, plan_chunks
 from broker_sdk.tiktok_media import send_chunks as _send_chunks
 
@@ -100,7 +101,7 @@ class BrokerTikTok:
         self._basic = httpx.BasicAuth(client_id, client_secret or "") if client_id is not None else None
         self._subject = subject
         self._owned = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http = http or cookieless_client(timeout=timeout)
 
     async def __aenter__(self) -> BrokerTikTok:
         return self

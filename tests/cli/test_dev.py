@@ -196,3 +196,17 @@ def test_dev_without_redis_runs_an_embedded_one_and_stops_it(tmp_path: Path) -> 
             for pid in redis_pids:
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_the_emulated_app_sends_its_webhooks_to_the_dev_broker(tmp_path: Path) -> None:
+    """Deauthorizations and posting events must reach `broker dev`'s broker, as they would from TikTok."""
+    from broker.config import load_settings
+    from broker.devsetup import emulated_app
+    from tiktok_emulator import EmulatorConfig
+
+    env, _, emulate = dev_environment({"BROKER_DATA_DIR": str(tmp_path)}, broker_port=9100, emulator_port=9101)
+    assert emulate
+    config = EmulatorConfig(**emulated_app(load_settings(env), 9101))  # type: ignore[arg-type]
+    assert config.webhook_url == "http://127.0.0.1:9100/webhooks/tiktok"
+    assert config.redirect_uris == ("http://127.0.0.1:9100/callback",)
+    assert config.client_secret == EMULATOR_CLIENT_SECRET and config.public_url == "http://127.0.0.1:9101"
