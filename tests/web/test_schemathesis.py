@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import h11
 import httpx
 import pytest
 import requests
 import schemathesis
 import yaml
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, reject, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -191,6 +192,20 @@ def signed(prepared: requests.PreparedRequest) -> None:
     prepared.headers["TikTok-Signature"] = f"t={stamp},s={digest}"
 
 
+def valid_http(prepared: requests.PreparedRequest) -> bool:
+    """Whether the request is well-formed HTTP/1.1 at all (h11, uvicorn's parser, would build it). Generated
+    header and cookie values may hold bytes no HTTP message may carry: uvicorn answers those with a 400 and closes
+    the connection before the broker sees them, which on a busy machine can reach the client as a reset."""
+    target = urlsplit(prepared.url or "")
+    try:
+        h11.Request(method=prepared.method or "GET",
+                    target=(target.path or "/") + (f"?{target.query}" if target.query else ""),
+                    headers=[("Host", target.netloc), *((name, value) for name, value in prepared.headers.items())])
+    except (h11.LocalProtocolError, UnicodeEncodeError):
+        return False
+    return True
+
+
 def send(case: Any, base_url: str, headers: dict[str, str], *, sign: bool = False) -> requests.Response:
     kwargs = case.as_transport_kwargs(base_url=base_url, headers=headers)
     request = requests.Request(**{k: v for k, v in kwargs.items() if k in (
@@ -199,6 +214,8 @@ def send(case: Any, base_url: str, headers: dict[str, str], *, sign: bool = Fals
         prepared = http.prepare_request(request)
         if sign:
             signed(prepared)
+        if not valid_http(prepared):
+            reject()  # not an HTTP request: nothing of the broker's to check
         return http.send(prepared, allow_redirects=False, timeout=15)
 
 
