@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker_sdk.errors import TokenRejected
@@ -11,6 +11,8 @@ from broker_sdk.errors import TokenRejected
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 # What every access token names; a verifier may require more (the broker needs sid and scope to find a session).
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
+# Required claims that must be non-empty strings.
+_IDENTIFIERS = frozenset({"sub", "jti", "sid"})
 # JSON's numbers: exactly int or float (bool is an int subclass, and true is not a time).
 _NUMBERS = (int, float)
 
@@ -39,24 +41,29 @@ class ClaimRules:
     issuer: str
     leeway: float
     required: tuple[str, ...] = REQUIRED_CLAIMS
+    _required: frozenset[str] = field(init=False, repr=False, compare=False)
+    _identifiers: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not set(REQUIRED_CLAIMS) <= set(self.required):
             raise ValueError(f"required claims must include {', '.join(REQUIRED_CLAIMS)}")
         if self.leeway < 0:
             raise ValueError("leeway must not be negative")
+        # Worked out once: check() runs on every use of a token, a cached one included.
+        object.__setattr__(self, "_required", frozenset(self.required))
+        object.__setattr__(self, "_identifiers", tuple(name for name in self.required if name in _IDENTIFIERS))
 
     def check(self, claims: dict[str, Any], audience: str | Collection[str], now: float) -> float:
         """Raises TokenRejected (a short reason) unless the claims fit at `now`; returns exp.
 
         Required string claims other than iss and aud must be non-empty strings, `scope` a string; exp and iat
         are checked with the leeway, and nbf too when present, after the issuer and the audience."""
-        if not claims.keys() >= set(self.required):
+        if not claims.keys() >= self._required:
             missing = next(name for name in self.required if name not in claims)
             raise TokenRejected(f"token has no {missing} claim")
-        for name in self.required:
+        for name in self._identifiers:
             value = claims[name]
-            if name in ("sub", "jti", "sid") and not (isinstance(value, str) and value):
+            if not (isinstance(value, str) and value):
                 raise TokenRejected(f"token has a malformed {name} claim")
         if "scope" in claims and not isinstance(claims["scope"], str):
             raise TokenRejected("token has a malformed scope claim")
