@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fail, parse_instant, settings_and_problems
+from broker.client_entries import GRANT_TYPES
 from broker.config import Settings, load_settings
 from broker.errors import ConfigError
 
@@ -225,13 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     new_client.add_argument("--client-name", default=None, help="the name the consent page and account page show")
     new_client.add_argument("--first-party", action="store_true",
                             help="the company's own app: no consent page; may be given the scope `account`")
-    new_client.add_argument("--grant-type", action="append", default=[],
-                            choices=["authorization_code", "refresh_token", "client_credentials"])
+    new_client.add_argument("--grant-type", action="append", default=[], choices=list(GRANT_TYPES))
     new_client.add_argument("--post-logout-redirect-uri", action="append", default=[])
     new_client.add_argument("--backchannel-logout-uri", default=None)
     new_client.add_argument("--cors-origin", action="append", default=[], help="an origin browsers call from")
     new_client.add_argument("--id-token-alg", choices=["RS256", "ES256"], default=None)
     new_client.add_argument("--require-par", action="store_true", help="only pushed authorization requests")
+    new_client.add_argument("--tiktok-redirect-uri", action="append", default=[],
+                            help="a native app's redirect URI registered at TikTok (the TikTok SDK exchange)")
+    new_client.add_argument("--dpop-bound-access-tokens", action="store_true",
+                            help="every token request must carry a DPoP proof (RFC 9449)")
     clients.set_defaults(func=cmd_clients)
 
     check = sub.add_parser("check-config", help="validate settings, keys, clients and Redis without serving")
