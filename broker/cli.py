@@ -167,7 +167,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     if emulator_package is None:
         return fail([EMULATOR_MISSING], "broker emulator needs the TikTok emulator:")
     EmulatorConfig, create_emulator_app = emulator_package
-    config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
+    config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), sdk_redirect_uris=tuple(args.sdk_redirect_uri),
+                            webhook_url=args.webhook_url,
                             public_url=args.public_url or f"http://{args.host}:{args.port}")
     _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
     return 0
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=DEV_EMULATOR_PORT)
     emulator.add_argument("--redirect-uri", action="append", default=[], help="a registered redirect URI")
+    emulator.add_argument("--sdk-redirect-uri", action="append", default=[],
+                          help="a mobile app's https redirect URI: codes for it are SDK-style (hex challenge)")
     emulator.add_argument("--webhook-url", default=None)
     emulator.add_argument("--public-url", default=None,
                           help="the base URL browsers reach the emulator at, for the avatar links it hands out "
