@@ -32,6 +32,7 @@ from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.scopes import ScopePolicy
+from broker.flows.sdk_exchange import SdkExchange
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
 from broker.flows.tiktok_posting import Posting
@@ -164,9 +165,10 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                           clock=clock, deny_for=settings.max_token_lifetime, consent=consent,
                           powers=AccountPowers(clients, settings.token_audience))
     posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
+    once = OnceMarkers(redis_client, keyspace)
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
-                              once=OnceMarkers(redis_client, keyspace), account=account,
+                              once=once, account=account,
                               posts=PostEvents(accounts=accounts, posting=posting, events=events), metrics=metrics,
                               clock=clock)
     authorizations = AuthorizationStore(redis_client, keyspace)
@@ -175,6 +177,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     id_tokens = IdTokenSigner(keyring, issuer=settings.issuer, clock=clock)
     oidc_tokens = OidcTokens(store=authorizations, tokens=token_flow, access_tokens=tokens, id_tokens=id_tokens,
                              records=records, scopes=scopes, clock=clock)
+    sdk_exchange = SdkExchange(login=login, provider=upstream, oidc_tokens=oidc_tokens, scopes=scopes, once=once)
     rp_logout = RpLogout(clients=clients, id_tokens=id_tokens, tokens=token_flow, account=account,
                          return_urls=login.return_urls)
     tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
@@ -192,7 +195,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, oidc_tokens=oidc_tokens,
                         consent=consent, logout=rp_logout, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
-                        limits=limits)
+                        limits=limits, sdk_exchange=sdk_exchange)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@
     ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
     ├── InvalidScope                 400 invalid_scope
+    ├── InvalidTarget                400 invalid_target    (RFC 8693: an audience or resource it cannot serve)
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     │   └── LoginRequired            401 login_required    (the user's TikTok grant is gone: sign in again)
@@ -21,7 +22,9 @@
     ├── Unavailable                  503 temporarily_unavailable
     │   └── StoreUnavailable         503 temporarily_unavailable   (Redis unreachable; Retry-After)
     └── UpstreamError                502 upstream_error    (TikTok answered with an error or garbage)
-        └── UpstreamUnavailable      503 temporarily_unavailable   (TikTok timed out or answered 5xx/429)
+        ├── UpstreamUnavailable      503 temporarily_unavailable   (TikTok timed out or answered 5xx/429)
+        ├── UpstreamRejected         400 invalid_grant     (TikTok refused a grant: sign in again)
+        └── UpstreamRefusedRequest   502 upstream_error    (TikTok's invalid_request: a parameter it was sent)
 
 Details that must not reach users (TikTok's log_id, exception text) go to the log only, through
 `log_detail`. Translation from library exceptions happens where they are raised (store, providers); rendering
@@ -81,6 +84,12 @@ class InvalidScope(BrokerError):
     code = "invalid_scope"
     status = 400
     default_description = "A requested scope is not available to this client."
+
+
+class InvalidTarget(BrokerError):
+    code = "invalid_target"
+    status = 400
+    default_description = "The requested audience or resource is not available to this client."
 
 
 class InvalidClient(BrokerError):
@@ -178,6 +187,12 @@ class UpstreamRejected(UpstreamError):
     code = "invalid_grant"
     status = 400
     default_description = "TikTok no longer accepts this sign-in. Please sign in again."
+
+
+class UpstreamRefusedRequest(UpstreamError):
+    """TikTok answered `invalid_request` (for a code: a redirect URI or PKCE verifier it does not accept). For the
+    broker's own calls that is a fault on our side (502); the TikTok SDK exchange, whose app supplied those
+    values, answers it as invalid_grant."""
 
 
 class ConfigError(Exception):

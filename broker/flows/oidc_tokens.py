@@ -85,17 +85,25 @@ class OidcTokens:
         parent = await self.tokens.session_for({"sub": user_id, "sid": record.sid})
         if parent is None:
             raise InvalidGrant("The sign-in this code came from has ended.")
-        pair = await self.tokens.start_family(parent, client=client, client_scopes=broker_part(record.scopes),
-                                              tiktok_scopes=tiktok_part(record.scopes))
+        family_sid, body = await self.issue(parent, client, record.scopes, auth_time=record.auth_time,
+                                            nonce=record.nonce)
+        await self.store.remember_family(user_id, code_hash, family_sid)
+        return body
+
+    async def issue(self, parent: Session, client: Client, scopes: tuple[str, ...], *, auth_time: float,
+                    nonce: str = "") -> tuple[str, dict[str, object]]:
+        """A new refresh family of `client` under `parent`, granted `scopes`, and the token answer: the access
+        token, a refresh token when the client may refresh, an ID token when `openid` was granted. Also returns
+        the family's sid (the `sid` of its tokens)."""
+        pair = await self.tokens.start_family(parent, client=client, client_scopes=broker_part(scopes),
+                                              tiktok_scopes=tiktok_part(scopes))
         family = parse_refresh_token(pair.refresh_token)
         assert family is not None
-        await self.store.remember_family(user_id, code_hash, family.sid)
         body = _body(pair, with_refresh=client.may_use(GRANT_REFRESH_TOKEN))
-        if OPENID in record.scopes:
-            body["id_token"] = await self._id_token(parent, client, record.scopes, sid=family.sid,
-                                                    auth_time=record.auth_time, nonce=record.nonce,
-                                                    access_token=pair.access_token, ttl=pair.expires_in)
-        return body
+        if OPENID in scopes:
+            body["id_token"] = await self.id_token(parent, client, scopes, sid=family.sid, auth_time=auth_time,
+                                                   nonce=nonce, access_token=pair.access_token, ttl=pair.expires_in)
+        return family.sid, body
 
     async def refresh(self, refresh_token: str, client: Client | None) -> dict[str, object]:
         """Rotate; with `openid` granted, a fresh ID token (same sub, sid and auth_time, no nonce: OIDC 12.2)."""
@@ -108,13 +116,13 @@ class OidcTokens:
             return body
         family = await self.tokens.session_for({"sub": parsed.user_id, "sid": parsed.sid})
         if family is not None:
-            body["id_token"] = await self._id_token(family, client, family.client_scopes, sid=family.sid,
-                                                    auth_time=family.signed_in_at, nonce="",
-                                                    access_token=pair.access_token, ttl=pair.expires_in)
+            body["id_token"] = await self.id_token(family, client, family.client_scopes, sid=family.sid,
+                                                   auth_time=family.signed_in_at, nonce="",
+                                                   access_token=pair.access_token, ttl=pair.expires_in)
         return body
 
-    async def _id_token(self, session: Session, client: Client, scopes: tuple[str, ...], *, sid: str,
-                        auth_time: float, nonce: str, access_token: str, ttl: int) -> str:
+    async def id_token(self, session: Session, client: Client, scopes: tuple[str, ...], *, sid: str,
+                       auth_time: float, nonce: str, access_token: str, ttl: int) -> str:
         extra = await self.profile_claims(session, scopes)
         return self.id_tokens.issue(sub=session.user_id, client_id=client.client_id, ttl=ttl, auth_time=auth_time,
                                     sid=sid, nonce=nonce, access_token=access_token, extra=extra,

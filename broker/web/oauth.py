@@ -1,4 +1,5 @@
-"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, session-cookie grant),
+"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, the TikTok SDK exchange,
+session-cookie grant),
 /oauth/revoke (RFC 7009), /oauth/introspect (RFC 7662) and /oauth/par (RFC 9126). Client authentication (RFC 6749
 section 2.3.1) and the CSRF guard of the cookie grant live here."""
 
@@ -10,6 +11,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from broker.client_entries import GRANT_TOKEN_EXCHANGE
 from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
@@ -33,6 +35,10 @@ async def _form(request: Request) -> FormData:
         if len(form.getlist(name)) > 1:
             raise InvalidRequest(f"The parameter {name} appears more than once.")  # RFC 6749 section 3.2
     return form
+
+
+def _params(form: FormData) -> dict[str, str]:
+    return {name: value for name, value in form.items() if isinstance(value, str)}
 
 
 def _text(form: FormData, name: str) -> str | None:
@@ -104,6 +110,12 @@ async def token(request: Request) -> Response:
         client = authenticate_client(svc, request, form, required=True)
         assert client is not None
         body = svc.oidc_tokens.client_credentials(client, _text(form, "scope"))
+    elif grant_type == GRANT_TOKEN_EXCHANGE:
+        client = authenticate_client(svc, request, form, required=False)
+        if client is None:
+            raise InvalidClient("The TikTok SDK exchange needs the app's client_id.")
+        body = await svc.sdk_exchange.exchange(_params(form), client, ip=client_ip(request),
+                                               user_agent=request.headers.get("user-agent", ""))
     elif grant_type == SESSION_GRANT:
         body = {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}
     else:

@@ -20,6 +20,7 @@ from broker.flows.oidc import OidcFlow
 from broker.flows.oidc_tokens import OidcTokens
 from broker.flows.request_limits import RequestLimits
 from broker.flows.revocations import TikTokRevoker
+from broker.flows.sdk_exchange import SdkExchange
 from broker.flows.sessions import SessionService
 from broker.flows.tiktok_api import TikTokApi
 from broker.flows.tiktok_webhook import TikTokWebhooks
@@ -50,6 +51,7 @@ class Services:
     templates: Jinja2Templates
     tiktok_api: TikTokApi
     limits: RequestLimits
+    sdk_exchange: SdkExchange
 
 
 def services(request: HTTPConnection) -> Services:
