@@ -21,6 +21,7 @@ from broker.errors import ConfigError
 from broker.flows.account import AccountFlow, AccountPowers
 from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens, derive_key
+from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
@@ -50,6 +51,7 @@ from broker.signing.tokens import TokenService
 from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
 from broker.store.consents import Consents
+from broker.store.device_codes import DeviceCodes
 from broker.store.events import EventStore
 from broker.store.families import Families, FamilyCaps
 from broker.store.keys import KeySpace
@@ -178,6 +180,9 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     oidc_tokens = OidcTokens(store=authorizations, tokens=token_flow, access_tokens=tokens, id_tokens=id_tokens,
                              records=records, scopes=scopes, clock=clock)
     sdk_exchange = SdkExchange(login=login, provider=upstream, oidc_tokens=oidc_tokens, scopes=scopes, once=once)
+    device = DeviceFlow(store=DeviceCodes(redis_client, keyspace), clients=clients, scopes=scopes, consent=consent,
+                        records=records, sessions=sessions, oidc_tokens=oidc_tokens, clock=clock,
+                        issuer=settings.issuer)
     rp_logout = RpLogout(clients=clients, id_tokens=id_tokens, tokens=token_flow, account=account,
                          return_urls=login.return_urls)
     tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
@@ -195,7 +200,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, oidc_tokens=oidc_tokens,
                         consent=consent, logout=rp_logout, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
-                        limits=limits, sdk_exchange=sdk_exchange)
+                        limits=limits, sdk_exchange=sdk_exchange, device=device)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -128,6 +128,8 @@ class Settings:
     rate_limit_webhook: RateLimit = RateLimit(600, 60, 300)  # /webhooks/tiktok
     # Per registered OAuth client (authenticated or merely named) and endpoint, over all its addresses.
     rate_limit_client: RateLimit = RateLimit(6000, 60, 1000)
+    # User codes typed on /device, per client address and per signed-in user: a code has only 34 bits.
+    rate_limit_device: RateLimit = RateLimit(30, 300, 10)
     dev_mode: bool = False
 
     @property
@@ -375,6 +377,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_oauth=r.get("RATE_LIMIT_OAUTH", defaults.rate_limit_oauth, parse_rate_limit),
         rate_limit_webhook=r.get("RATE_LIMIT_WEBHOOK", defaults.rate_limit_webhook, parse_rate_limit),
         rate_limit_client=r.get("RATE_LIMIT_CLIENT", defaults.rate_limit_client, parse_rate_limit),
+        rate_limit_device=r.get("RATE_LIMIT_DEVICE", defaults.rate_limit_device, parse_rate_limit),
     )
     if "user.info.basic" not in settings.tiktok_scopes:
         r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")

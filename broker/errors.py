@@ -5,6 +5,7 @@
     │   ├── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
     │   └── PayloadTooLarge          413 invalid_request   (a body over its endpoint's cap, refused unread)
     ├── InvalidGrant                 400 invalid_grant
+    ├── DeviceGrantState             400 authorization_pending | slow_down | access_denied | expired_token (RFC 8628)
     ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
     ├── InvalidScope                 400 invalid_scope
@@ -66,6 +67,16 @@ class InvalidGrant(BrokerError):
     code = "invalid_grant"
     status = 400
     default_description = "The grant is invalid, expired or already used."
+
+
+class DeviceGrantState(BrokerError):
+    """A device polling the token endpoint learns where its authorization stands (RFC 8628 section 3.5)."""
+
+    status = 400
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
 
 
 class UnsupportedGrantType(BrokerError):

@@ -105,6 +105,17 @@ class SessionService:
         )
         return NewSession(session, f"{user_id}.{secret}")
 
+    def app_session(self, *, user_id: str, open_id: str, name: str, tiktok_scopes: tuple[str, ...],
+                    auth_time: float, app: AppSignIn) -> Session:
+        """A session of kind app for a user who is already signed in elsewhere (a device they allowed on
+        /device): like new_session's, for a login that happened before (`auth_time`)."""
+        now = self.clock.now()
+        expires_at = now + self.policy.absolute_ttl
+        return Session(sid=secrets.token_urlsafe(24), user_id=user_id, created_at=now, last_seen=now,
+                       expires_at=expires_at, idle_expires_at=expires_at, scopes=tuple(sorted(tiktok_scopes)),
+                       open_id=open_id, name=name, user_agent=app.device[:MAX_LABEL], kind="app",
+                       client_id=app.client_id, auth_time=auth_time)
+
     async def resolve(self, cookie_value: str | None) -> Session | None:
         """The live browser session behind a cookie, sliding its idle expiry; None for anything else."""
         if not cookie_value:

@@ -1,5 +1,5 @@
-"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, the TikTok SDK exchange,
-session-cookie grant),
+"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, the TikTok SDK exchange, the
+device code, session-cookie grant),
 /oauth/revoke (RFC 7009), /oauth/introspect (RFC 7662) and /oauth/par (RFC 9126). Client authentication (RFC 6749
 section 2.3.1) and the CSRF guard of the cookie grant live here."""
 
@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker.client_entries import GRANT_TOKEN_EXCHANGE
+from broker.client_entries import GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE
 from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
@@ -41,12 +41,13 @@ def _params(form: FormData) -> dict[str, str]:
     return {name: value for name, value in form.items() if isinstance(value, str)}
 
 
-def _text(form: FormData, name: str) -> str | None:
+def text(form: FormData, name: str) -> str | None:
+    """A form field's value, None when absent or empty."""
     value = form.get(name)
     return value if isinstance(value, str) and value else None
 
 
-async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
+async def limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
     """The form, read only once this request has been charged to its client address (and to the client its
     Basic header names); a client named in the form instead is charged as soon as the form is read."""
     try:
@@ -55,15 +56,15 @@ async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormD
         basic = None
     await svc.limits.check(endpoint, ip=client_ip(request), client_id=basic[0] if basic else None)
     form = await _form(request)
-    if basic is None and _text(form, "client_id") is not None:
-        await svc.limits.check(endpoint, ip=None, client_id=_text(form, "client_id"))
+    if basic is None and text(form, "client_id") is not None:
+        await svc.limits.check(endpoint, ip=None, client_id=text(form, "client_id"))
     return form
 
 
 def authenticate_client(svc: Services, request: Request, form: FormData, *, required: bool) -> Client | None:
     """The calling client, by Basic header or form fields (never both); None when none is named."""
     basic = basic_credentials(request)
-    form_id, form_secret = _text(form, "client_id"), _text(form, "client_secret")
+    form_id, form_secret = text(form, "client_id"), text(form, "client_secret")
     if basic is not None and (form_secret is not None or (form_id and form_id != basic[0])):
         raise InvalidRequest("Use one client authentication method, not two.")
     client_id, secret = basic if basic is not None else (form_id, form_secret)
@@ -86,14 +87,14 @@ def _token_response(request: Request, body: dict[str, object], client: Client | 
 
 async def token(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "token")
-    grant_type = _text(form, "grant_type")
+    form = await limited_form(svc, request, "token")
+    grant_type = text(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required.")
     client: Client | None = None
     if grant_type == "refresh_token":
         client = authenticate_client(svc, request, form, required=False)
-        refresh_token = _text(form, "refresh_token")
+        refresh_token = text(form, "refresh_token")
         if refresh_token is None:
             raise InvalidRequest("refresh_token is required.")
         body = await svc.oidc_tokens.refresh(refresh_token, client)
@@ -101,21 +102,29 @@ async def token(request: Request) -> Response:
         client = authenticate_client(svc, request, form, required=False)
         if client is None:
             raise InvalidClient("The code grant needs the client's client_id (and secret, if it has one).")
-        code, redirect_uri = _text(form, "code"), _text(form, "redirect_uri")
+        code, redirect_uri = text(form, "code"), text(form, "redirect_uri")
         if code is None or redirect_uri is None:
             raise InvalidRequest("code and redirect_uri are required.")
         body = await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri,
-                                              code_verifier=_text(form, "code_verifier") or "", client=client)
+                                              code_verifier=text(form, "code_verifier") or "", client=client)
     elif grant_type == "client_credentials":
         client = authenticate_client(svc, request, form, required=True)
         assert client is not None
-        body = svc.oidc_tokens.client_credentials(client, _text(form, "scope"))
+        body = svc.oidc_tokens.client_credentials(client, text(form, "scope"))
     elif grant_type == GRANT_TOKEN_EXCHANGE:
         client = authenticate_client(svc, request, form, required=False)
         if client is None:
             raise InvalidClient("The TikTok SDK exchange needs the app's client_id.")
         body = await svc.sdk_exchange.exchange(_params(form), client, ip=client_ip(request),
                                                user_agent=request.headers.get("user-agent", ""))
+    elif grant_type == GRANT_DEVICE_CODE:
+        client = authenticate_client(svc, request, form, required=False)
+        if client is None:
+            raise InvalidClient("The device grant needs the client's client_id (and secret, if it has one).")
+        device_code = text(form, "device_code")
+        if device_code is None:
+            raise InvalidRequest("device_code is required.")
+        body = await svc.device.poll(device_code, client)
     elif grant_type == SESSION_GRANT:
         body = {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}
     else:
@@ -138,9 +147,9 @@ async def _session_grant(svc: Services, request: Request) -> TokenPair:
 
 async def revoke(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "revoke")
+    form = await limited_form(svc, request, "revoke")
     client = authenticate_client(svc, request, form, required=False)
-    token_value = _text(form, "token")
+    token_value = text(form, "token")
     if token_value is None:
         raise InvalidRequest("token is required.")
     await svc.tokens.revoke(token_value, client=client)
@@ -150,10 +159,10 @@ async def revoke(request: Request) -> Response:
 
 async def introspect(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "introspect")
+    form = await limited_form(svc, request, "introspect")
     caller = authenticate_client(svc, request, form, required=True)
     assert caller is not None
-    token_value = _text(form, "token")
+    token_value = text(form, "token")
     if token_value is None:
         raise InvalidRequest("token is required.")
     answer = await svc.tokens.introspect(token_value, caller=caller)
@@ -163,7 +172,7 @@ async def introspect(request: Request) -> Response:
 async def par(request: Request) -> Response:
     """RFC 9126: an authorization request pushed by its client; /authorize then takes only its request_uri."""
     svc = services(request)
-    form = await _limited_form(svc, request, "par")
+    form = await limited_form(svc, request, "par")
     client = authenticate_client(svc, request, form, required=False)
     if client is None:
         raise InvalidClient("Pushed requests need the client's client_id (and secret, if it has one).")

@@ -12,6 +12,7 @@ from broker.config import Settings
 from broker.flows.account import AccountFlow
 from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens
+from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
@@ -52,6 +53,7 @@ class Services:
     tiktok_api: TikTokApi
     limits: RequestLimits
     sdk_exchange: SdkExchange
+    device: DeviceFlow
 
 
 def services(request: HTTPConnection) -> Services:
