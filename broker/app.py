@@ -23,6 +23,7 @@ from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens, derive_key
 from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
+from broker.flows.dpop import DPoPGuard, DPoPNonces
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.logout import RpLogout
@@ -52,6 +53,7 @@ from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
 from broker.store.consents import Consents
 from broker.store.device_codes import DeviceCodes
+from broker.store.dpop_replay import DPoPReplayCache
 from broker.store.events import EventStore
 from broker.store.families import Families, FamilyCaps
 from broker.store.keys import KeySpace
@@ -185,7 +187,7 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                         issuer=settings.issuer)
     rp_logout = RpLogout(clients=clients, id_tokens=id_tokens, tokens=token_flow, account=account,
                          return_urls=login.return_urls)
-    tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
+    tiktok_api = TikTokApi(http=http, upstream=fresh_tokens,
                            limiter=RateLimiter(redis_client, keyspace), clock=clock,
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
                                               user_rate=settings.tiktok_proxy_user_rate,
@@ -195,12 +197,15 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock,
                            metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
+    dpop = DPoPGuard(replay=DPoPReplayCache(redis_client, keyspace), issuer=settings.issuer,
+                     nonces=DPoPNonces(derive_key(settings.vault_keys[0].key, b"tiktok-broker dpop nonces"), clock),
+                     require_nonce=settings.dpop_require_nonce)
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, oidc_tokens=oidc_tokens,
                         consent=consent, logout=rp_logout, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
-                        limits=limits, sdk_exchange=sdk_exchange, device=device)
+                        limits=limits, sdk_exchange=sdk_exchange, device=device, dpop=dpop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

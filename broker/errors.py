@@ -10,6 +10,8 @@
     ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
     ├── InvalidScope                 400 invalid_scope
     ├── InvalidTarget                400 invalid_target    (RFC 8693: an audience or resource it cannot serve)
+    ├── InvalidDpopProof             400 invalid_dpop_proof (token endpoint) | 401 (resource endpoints, RFC 9449)
+    │   └── UseDpopNonce             400 | 401 use_dpop_nonce (a proof without the server's current nonce)
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     │   └── LoginRequired            401 login_required    (the user's TikTok grant is gone: sign in again)
@@ -101,6 +103,26 @@ class InvalidTarget(BrokerError):
     code = "invalid_target"
     status = 400
     default_description = "The requested audience or resource is not available to this client."
+
+
+class InvalidDpopProof(BrokerError):
+    """A DPoP proof missing, malformed, stale, replayed or from the wrong key (RFC 9449). At the token endpoint a
+    400; at a resource endpoint a 401 with a DPoP challenge. `headers`: the challenge and any DPoP-Nonce."""
+
+    code = "invalid_dpop_proof"
+    status = 400
+    default_description = "The DPoP proof is missing or invalid."
+
+    def __init__(self, description: str | None = None, *, status: int = 400, log_detail: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(description, log_detail=log_detail)
+        self.status = status
+        self.headers = headers or {}
+
+
+class UseDpopNonce(InvalidDpopProof):
+    code = "use_dpop_nonce"
+    default_description = "Send the DPoP proof again with the nonce in the DPoP-Nonce header."
 
 
 class InvalidClient(BrokerError):

@@ -147,7 +147,7 @@ class DeviceFlow:
                  extra={"user_id": session.user_id, "client_id": client.client_id})
         return _approval(user_code, client, request)
 
-    async def poll(self, device_code: str, client: Client) -> dict[str, object]:
+    async def poll(self, device_code: str, client: Client, jkt: str = "") -> dict[str, object]:
         """The token endpoint's device_code grant: the tokens once the person allowed it, else where it stands."""
         if not client.may_use(GRANT_DEVICE_CODE):
             raise UnauthorizedClient("This client may not use the device authorization grant.")
@@ -168,6 +168,7 @@ class DeviceFlow:
             await self.records.save_session(session, self.clock.now())
         except AccountDeleted:
             raise InvalidGrant("The account that allowed this device no longer exists.") from None
-        family_sid, body = await self.oidc_tokens.issue(session, client, request.scopes, auth_time=request.auth_time)
+        family_sid, body = await self.oidc_tokens.issue(session, client, request.scopes, auth_time=request.auth_time,
+                                                        jkt=jkt)
         log.info("device signed in", extra={"user_id": request.user_id, "sid": family_sid})
         return body

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from broker.client_entries import GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE, ID_TOKEN_ALGORITHMS
 from broker.errors import BrokerError, StoreUnavailable, Unavailable
 from broker.flows.authz_request import PROMPTS, RESPONSE_MODES
+from broker.flows.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 from broker.flows.tokens import SESSION_GRANT
 from broker.signing.jwks import JwksDocument
 from broker.signing.keyring import KeyRing
@@ -42,6 +43,7 @@ def provider_metadata(issuer: str, scopes: tuple[str, ...]) -> dict[str, object]
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", GRANT_TOKEN_EXCHANGE,
                                   GRANT_DEVICE_CODE, SESSION_GRANT],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "scopes_supported": list(scopes),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGORITHMS),

@@ -115,7 +115,7 @@ class SdkExchange:
         return granted.scopes
 
     async def exchange(self, params: Mapping[str, str], client: Client, *, user_agent: str = "",
-                       ip: str = "") -> dict[str, object]:
+                       ip: str = "", jkt: str = "") -> dict[str, object]:
         """The RFC 8693 answer: the broker's access token (and refresh token, ID token), never TikTok's."""
         request = parse_request(params)
         scopes = self._check(client, request)
@@ -135,6 +135,6 @@ class SdkExchange:
         created = await self.login.link(tokens, ip=ip,
                                         app=AppSignIn(client.client_id, device_of(params, user_agent)))
         family_sid, body = await self.oidc_tokens.issue(created.session, client, scopes,
-                                                        auth_time=created.session.created_at)
+                                                        auth_time=created.session.created_at, jkt=jkt)
         log.info("TikTok SDK code exchanged", extra={"client_id": client.client_id, "sid": family_sid})
         return {**body, "issued_token_type": ACCESS_TOKEN_TYPE}

@@ -173,10 +173,12 @@ class SessionService:
             self._jwt_cache.popitem(last=False)
         return issued
 
-    def mint(self, session: Session, *, audience: str | None = None) -> IssuedToken:
-        """A new access JWT for a session or family, never outliving it."""
+    def mint(self, session: Session, *, audience: str | None = None, jkt: str = "") -> IssuedToken:
+        """A new access JWT for a session or family, never outliving it; bound to the DPoP key `jkt` if given."""
         now = self.clock.now()
         extra: dict[str, object] = {"tiktok_open_id": session.open_id}
+        if jkt:
+            extra["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
         if session.name:
             extra["name"] = session.name
         if session.picture:

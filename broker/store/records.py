@@ -76,7 +76,7 @@ def session_from_pairs(pairs: list[str], *, picture: str = "") -> Session:
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
         parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
         client_scopes=tuple(s for s in data.get("client_scopes", "").split(",") if s),
-        auth_time=float(data.get("auth_time", 0)),
+        auth_time=float(data.get("auth_time", 0)), jkt=data.get("jkt", ""),
     )
 
 

@@ -15,6 +15,7 @@ from broker.client_entries import GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE
 from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from broker.flows.dpop import TOKEN_TYPE as DPOP_TOKEN_TYPE
 from broker.flows.tokens import SESSION_GRANT
 from broker.web.bodies import media_type, read_form
 from broker.web.client_addr import client_ip
@@ -85,51 +86,65 @@ def _token_response(request: Request, body: dict[str, object], client: Client | 
     return with_cors(request, JSONResponse(body, headers=NO_STORE), client.client_id if client else "")
 
 
+# The grants a registered client uses, with why it must name itself (refresh tokens of the broker's own pages
+# belong to no client).
+CLIENT_NEEDED = {
+    "authorization_code": "The code grant needs the client's client_id (and secret, if it has one).",
+    "client_credentials": "Client authentication is required.",
+    GRANT_TOKEN_EXCHANGE: "The TikTok SDK exchange needs the app's client_id.",
+    GRANT_DEVICE_CODE: "The device grant needs the client's client_id (and secret, if it has one).",
+}
+
+
 async def token(request: Request) -> Response:
     svc = services(request)
     form = await limited_form(svc, request, "token")
     grant_type = text(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required.")
-    client: Client | None = None
+    if grant_type == SESSION_GRANT:
+        return _token_response(request, {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}, None)
+    if grant_type != "refresh_token" and grant_type not in CLIENT_NEEDED:
+        raise UnsupportedGrantType()
+    client = authenticate_client(svc, request, form, required=grant_type == "client_credentials")
+    if client is None and grant_type != "refresh_token":
+        raise InvalidClient(CLIENT_NEEDED[grant_type])
+    # RFC 9449: the DPoP proof (the key the tokens are bound to) is checked before the grant does any work.
+    jkt = await svc.dpop.token_request(request.headers.getlist("dpop"), client)
+    body = await _grant(svc, request, form, grant_type, client, jkt)
+    if jkt:
+        body["token_type"] = DPOP_TOKEN_TYPE
+    response = _token_response(request, body, client)
+    nonce = svc.dpop.fresh_nonce() if jkt else None
+    if nonce:
+        response.headers["DPoP-Nonce"] = nonce
+    return response
+
+
+async def _grant(svc: Services, request: Request, form: FormData, grant_type: str, client: Client | None,
+                 jkt: str) -> dict[str, object]:
+    """The token answer of one grant, for a client authenticated already (None: only for refresh_token)."""
     if grant_type == "refresh_token":
-        client = authenticate_client(svc, request, form, required=False)
         refresh_token = text(form, "refresh_token")
         if refresh_token is None:
             raise InvalidRequest("refresh_token is required.")
-        body = await svc.oidc_tokens.refresh(refresh_token, client)
-    elif grant_type == "authorization_code":
-        client = authenticate_client(svc, request, form, required=False)
-        if client is None:
-            raise InvalidClient("The code grant needs the client's client_id (and secret, if it has one).")
+        return await svc.oidc_tokens.refresh(refresh_token, client, jkt)
+    assert client is not None
+    if grant_type == "authorization_code":
         code, redirect_uri = text(form, "code"), text(form, "redirect_uri")
         if code is None or redirect_uri is None:
             raise InvalidRequest("code and redirect_uri are required.")
-        body = await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri,
-                                              code_verifier=text(form, "code_verifier") or "", client=client)
-    elif grant_type == "client_credentials":
-        client = authenticate_client(svc, request, form, required=True)
-        assert client is not None
-        body = svc.oidc_tokens.client_credentials(client, text(form, "scope"))
-    elif grant_type == GRANT_TOKEN_EXCHANGE:
-        client = authenticate_client(svc, request, form, required=False)
-        if client is None:
-            raise InvalidClient("The TikTok SDK exchange needs the app's client_id.")
-        body = await svc.sdk_exchange.exchange(_params(form), client, ip=client_ip(request),
+        return await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri, client=client, jkt=jkt,
+                                              code_verifier=text(form, "code_verifier") or "")
+    if grant_type == "client_credentials":
+        return svc.oidc_tokens.client_credentials(client, text(form, "scope"), jkt)
+    if grant_type == GRANT_TOKEN_EXCHANGE:
+        return await svc.sdk_exchange.exchange(_params(form), client, ip=client_ip(request), jkt=jkt,
                                                user_agent=request.headers.get("user-agent", ""))
-    elif grant_type == GRANT_DEVICE_CODE:
-        client = authenticate_client(svc, request, form, required=False)
-        if client is None:
-            raise InvalidClient("The device grant needs the client's client_id (and secret, if it has one).")
-        device_code = text(form, "device_code")
-        if device_code is None:
-            raise InvalidRequest("device_code is required.")
-        body = await svc.device.poll(device_code, client)
-    elif grant_type == SESSION_GRANT:
-        body = {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}
-    else:
-        raise UnsupportedGrantType()
-    return _token_response(request, body, client)
+    device_code = text(form, "device_code")
+    if device_code is None:
+        raise InvalidRequest("device_code is required.")
+    return await svc.device.poll(device_code, client, jkt)
 
 
 async def _session_grant(svc: Services, request: Request) -> TokenPair:

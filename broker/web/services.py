@@ -14,6 +14,7 @@ from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens
 from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
+from broker.flows.dpop import DPoPGuard
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
 from broker.flows.logout import RpLogout
@@ -54,6 +55,7 @@ class Services:
     limits: RequestLimits
     sdk_exchange: SdkExchange
     device: DeviceFlow
+    dpop: DPoPGuard
 
 
 def services(request: HTTPConnection) -> Services:
