@@ -11,6 +11,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker_sdk.dpop import (
     DPoPChecker,
@@ -112,3 +114,23 @@ async def test_the_checker_remembers_jtis_and_binds_tokens_to_their_key() -> Non
         await checker.check_bound(claims, "tok", proof=None, method="GET", url=URL)
     clock[0] += 3600  # the remembered jti expired with the proofs it could be replayed in
     assert await checker.replay.first_use("anything", clock[0] + 1)
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=4), max_leaves=12)
+MEMBERS = st.sampled_from(["typ", "alg", "jwk", "kty", "crv", "x", "y", "n", "e", "jti", "htm", "htu", "iat", "ath",
+                           "nonce", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.dictionaries(MEMBERS, JSON | st.just("dpop+jwt") | st.just("ES256"), max_size=5),
+       claims=st.dictionaries(MEMBERS, JSON, max_size=6), signature=st.binary(max_size=80))
+def test_any_shape_of_proof_is_accepted_or_refused_never_crashes(header: dict[str, Any], claims: dict[str, Any],
+                                                                  signature: bytes) -> None:
+    def segment(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    proof = ".".join((segment(json.dumps(header).encode()), segment(json.dumps(claims).encode()), segment(signature)))
+    with pytest.raises(DPoPRejected):  # without a key to sign with, nothing passes
+        check_proof(proof, method="GET", url=URL, now=NOW)
