@@ -203,7 +203,9 @@ def cmd_clients(args: argparse.Namespace) -> int:
         "grant_types": args.grant_type or None, "post_logout_redirect_uris": args.post_logout_redirect_uri or None,
         "backchannel_logout_uri": args.backchannel_logout_uri, "allowed_cors_origins": args.cors_origin or None,
         "id_token_signed_response_alg": args.id_token_alg,
-        "require_pushed_authorization_requests": args.require_par or None}
+        "require_pushed_authorization_requests": args.require_par or None,
+        "tiktok_redirect_uris": args.tiktok_redirect_uri or None,
+        "dpop_bound_access_tokens": args.dpop_bound_access_tokens or None}
     entry.update({name: value for name, value in optional.items() if value is not None})
     secret = None if args.public else new_client_secret()
     if secret is None:

@@ -20,7 +20,9 @@ from broker.errors import ConfigError
 from broker.flows.account import AccountFlow, AccountPowers
 from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens, derive_key
+from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
+from broker.flows.dpop import DPoPGuard, DPoPNonces
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow, LoginPolicy
 from broker.flows.logout import RpLogout
@@ -31,6 +33,7 @@ from broker.flows.request_limits import LimitPolicy, RequestLimits
 from broker.flows.return_urls import ReturnUrlPolicy
 from broker.flows.revocations import TikTokRevoker
 from broker.flows.scopes import ScopePolicy
+from broker.flows.sdk_exchange import SdkExchange
 from broker.flows.sessions import CachedSession, SessionPolicy, SessionService
 from broker.flows.tiktok_api import ProxyPolicy, TikTokApi
 from broker.flows.tiktok_posting import Posting
@@ -48,6 +51,8 @@ from broker.signing.tokens import TokenService
 from broker.store.accounts import Accounts
 from broker.store.codes import AuthorizationStore
 from broker.store.consents import Consents
+from broker.store.device_codes import DeviceCodes
+from broker.store.dpop_replay import DPoPReplayCache
 from broker.store.events import EventStore
 from broker.store.families import Families, FamilyCaps
 from broker.store.keys import KeySpace
@@ -154,9 +159,10 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
                           clock=clock, deny_for=settings.max_token_lifetime, consent=consent,
                           powers=AccountPowers(clients, settings.token_audience))
     posting = Posting(PublishStore(redis_client, keyspace), clock, ttl=settings.tiktok_publish_ttl, metrics=metrics)
+    once = OnceMarkers(redis_client, keyspace)
     webhooks = TikTokWebhooks(client_key=settings.tiktok_client_key,
                               client_secret=settings.tiktok_client_secret.reveal(),
-                              once=OnceMarkers(redis_client, keyspace), account=account,
+                              once=once, account=account,
                               posts=PostEvents(accounts=accounts, posting=posting, events=events), metrics=metrics,
                               clock=clock)
     authorizations = AuthorizationStore(redis_client, keyspace)
@@ -165,9 +171,13 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     id_tokens = IdTokenSigner(keyring, issuer=settings.issuer, clock=clock)
     oidc_tokens = OidcTokens(store=authorizations, tokens=token_flow, access_tokens=tokens, id_tokens=id_tokens,
                              records=records, scopes=scopes, clock=clock)
+    sdk_exchange = SdkExchange(login=login, provider=upstream, oidc_tokens=oidc_tokens, scopes=scopes, once=once)
+    device = DeviceFlow(store=DeviceCodes(redis_client, keyspace), clients=clients, scopes=scopes, consent=consent,
+                        records=records, sessions=sessions, oidc_tokens=oidc_tokens, clock=clock,
+                        issuer=settings.issuer)
     rp_logout = RpLogout(clients=clients, id_tokens=id_tokens, tokens=token_flow, account=account,
                          return_urls=login.return_urls)
-    tiktok_api = TikTokApi(http=http, upstream=fresh_tokens, tokens=token_flow,
+    tiktok_api = TikTokApi(http=http, upstream=fresh_tokens,
                            limiter=RateLimiter(redis_client, keyspace), clock=clock,
                            policy=ProxyPolicy(api_url=settings.tiktok_api_url, paths=settings.tiktok_proxy_paths,
                                               user_rate=settings.tiktok_proxy_user_rate,
@@ -177,12 +187,15 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
     limits = RequestLimits(SharedLimiter(redis_client, keyspace), clients, LimitPolicy.from_settings(settings), clock,
                            metrics=metrics)
     form_tokens = FormTokens(derive_key(settings.vault_keys[0].key, b"tiktok-broker form tokens"))
+    dpop = DPoPGuard(replay=DPoPReplayCache(redis_client, keyspace), issuer=settings.issuer,
+                     nonces=DPoPNonces(derive_key(settings.vault_keys[0].key, b"tiktok-broker dpop nonces"), clock),
+                     require_nonce=settings.dpop_require_nonce)
     services = Services(settings=settings, login=login, sessions=sessions, tokens=token_flow, clients=clients,
                         account=account, webhooks=webhooks, form_tokens=form_tokens, metrics=metrics,
                         upstream=fresh_tokens, events=events, revoker=revoker, oidc=oidc, oidc_tokens=oidc_tokens,
                         consent=consent, logout=rp_logout, discovery=discovery,
                         templates=Jinja2Templates(directory=str(TEMPLATES_DIR)), tiktok_api=tiktok_api,
-                        limits=limits)
+                        limits=limits, sdk_exchange=sdk_exchange, device=device, dpop=dpop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

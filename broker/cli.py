@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fail, parse_instant, settings_and_problems
+from broker.client_entries import GRANT_TYPES
 from broker.config import Settings, load_settings
 from broker.errors import ConfigError
 
@@ -164,7 +165,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     if emulator_package is None:
         return fail([EMULATOR_MISSING], "broker emulator needs the TikTok emulator:")
     EmulatorConfig, create_emulator_app = emulator_package
-    config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
+    config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), sdk_redirect_uris=tuple(args.sdk_redirect_uri),
+                            webhook_url=args.webhook_url,
                             public_url=args.public_url or f"http://{args.host}:{args.port}")
     _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
     return 0
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=DEV_EMULATOR_PORT)
     emulator.add_argument("--redirect-uri", action="append", default=[], help="a registered redirect URI")
+    emulator.add_argument("--sdk-redirect-uri", action="append", default=[],
+                          help="a mobile app's https redirect URI: codes for it are SDK-style (hex challenge)")
     emulator.add_argument("--webhook-url", default=None)
     emulator.add_argument("--public-url", default=None,
                           help="the base URL browsers reach the emulator at, for the avatar links it hands out "
@@ -223,13 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     new_client.add_argument("--client-name", default=None, help="the name the consent page and account page show")
     new_client.add_argument("--first-party", action="store_true",
                             help="the company's own app: no consent page; may be given the scope `account`")
-    new_client.add_argument("--grant-type", action="append", default=[],
-                            choices=["authorization_code", "refresh_token", "client_credentials"])
+    new_client.add_argument("--grant-type", action="append", default=[], choices=list(GRANT_TYPES))
     new_client.add_argument("--post-logout-redirect-uri", action="append", default=[])
     new_client.add_argument("--backchannel-logout-uri", default=None)
     new_client.add_argument("--cors-origin", action="append", default=[], help="an origin browsers call from")
     new_client.add_argument("--id-token-alg", choices=["RS256", "ES256"], default=None)
     new_client.add_argument("--require-par", action="store_true", help="only pushed authorization requests")
+    new_client.add_argument("--tiktok-redirect-uri", action="append", default=[],
+                            help="a native app's redirect URI registered at TikTok (the TikTok SDK exchange)")
+    new_client.add_argument("--dpop-bound-access-tokens", action="store_true",
+                            help="every token request must carry a DPoP proof (RFC 9449)")
     clients.set_defaults(func=cmd_clients)
 
     check = sub.add_parser("check-config", help="validate settings, keys, clients and Redis without serving")

@@ -11,7 +11,12 @@ AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"  # noqa: S105 (a grant type name, not a password)
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
-GRANT_TYPES = (GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS)
+# RFC 8693 token exchange: a native app trades the code TikTok's SDK gave it (see flows/sdk_exchange.py).
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 (a grant, no password)
+# RFC 8628: devices without a browser (see flows/device.py).
+GRANT_DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = (GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, GRANT_CLIENT_CREDENTIALS,
+               GRANT_TOKEN_EXCHANGE, GRANT_DEVICE_CODE)
 DEFAULT_GRANT_TYPES = (GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN)
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
 # The scope that lets an app end the user's other sessions, log out everywhere and delete the account.
@@ -19,10 +24,12 @@ ACCOUNT_SCOPE = "account"
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_TIKTOK_REDIRECT = 512  # TikTok's limit on a registered redirect URI
 FIELDS = frozenset({
     "client_id", "client_secret_sha256", "token_endpoint_auth_method", "redirect_uris", "scopes", "audience",
     "client_name", "first_party", "grant_types", "post_logout_redirect_uris", "backchannel_logout_uri",
     "allowed_cors_origins", "id_token_signed_response_alg", "require_pushed_authorization_requests",
+    "tiktok_redirect_uris", "dpop_bound_access_tokens",
 })
 
 
@@ -36,6 +43,19 @@ def redirect_uri_problem(uri: object) -> str | None:
         return "http is allowed only for loopback hosts (anyone on the path could read the code)"
     if parts.scheme == "https" and not parts.hostname:
         return "needs a host"
+    return None
+
+
+def tiktok_redirect_problem(uri: object) -> str | None:
+    """A redirect URI registered at TikTok for a mobile app's SDK: an https universal link or app link, without
+    query or fragment, under TikTok's length limit."""
+    if not isinstance(uri, str) or not uri:
+        return "must be a non-empty string"
+    parts = urlsplit(uri)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or parts.username:
+        return "must be an https URL with a host and no query, fragment or credentials (TikTok's rule for apps)"
+    if len(uri) >= MAX_TIKTOK_REDIRECT:
+        return f"must be shorter than {MAX_TIKTOK_REDIRECT} characters (TikTok's limit)"
     return None
 
 
@@ -141,6 +161,8 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> dict[str, Any] | N
     if GRANT_CLIENT_CREDENTIALS in grant_types and digest is None:
         entry.refuse("grant_types", "client_credentials needs a confidential client (one with a secret): a public "
                                     "client cannot prove who it is")
+    tiktok_redirects = entry.strings("tiktok_redirect_uris", tiktok_redirect_problem)
+    _check_token_exchange(entry, grant_types, tiktok_redirects, public=digest is None, first_party=first_party)
     backchannel = raw.get("backchannel_logout_uri")
     if backchannel is not None:
         found = _web_url_problem(backchannel)
@@ -162,4 +184,25 @@ def parse_entry(index: int, raw: Any, problems: list[str]) -> dict[str, Any] | N
                                                                                    _origin_problem)),
         "id_token_alg": entry.choice("id_token_signed_response_alg", ID_TOKEN_ALGORITHMS, "RS256"),
         "require_par": entry.boolean("require_pushed_authorization_requests"),
+        "tiktok_redirect_uris": tiktok_redirects, "dpop_bound": entry.boolean("dpop_bound_access_tokens"),
     }
+
+
+def _check_token_exchange(entry: _Entry, grant_types: tuple[str, ...], tiktok_redirects: tuple[str, ...], *,
+                          public: bool, first_party: bool) -> None:
+    """The TikTok SDK exchange signs users in with the broker's own TikTok app (its client key is in the mobile
+    app) and shows no page of the broker: only the company's own native app may use it."""
+    if GRANT_TOKEN_EXCHANGE not in grant_types:
+        if tiktok_redirects:
+            entry.refuse("tiktok_redirect_uris", f"only the {GRANT_TOKEN_EXCHANGE} grant uses them: add it to "
+                                                 "grant_types or remove them")
+        return
+    if not public:
+        entry.refuse("grant_types", "the TikTok SDK exchange is for native apps, which keep no secret: register "
+                                    "the app as a public client (token_endpoint_auth_method: none)")
+    if not first_party:
+        entry.refuse("grant_types", "the TikTok SDK exchange signs users in with the broker's own TikTok app and "
+                                    "shows no consent page: only a first_party client may use it")
+    if not tiktok_redirects:
+        entry.refuse("tiktok_redirect_uris", "the TikTok SDK exchange needs the redirect URIs registered at TikTok "
+                                             "for the app (its universal links or app links)")

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -17,6 +18,9 @@ from broker.errors import ConfigError, InvalidClient
 
 # Compared against when the client is unknown, so that timing does not tell which client ids exist.
 _DUMMY_DIGEST = hashlib.sha256(b"no such client").hexdigest()
+# RFC 8252 section 7.3 names the loopback IP literals; `localhost` is matched exactly only (section 8.3: a name
+# may resolve elsewhere).
+LOOPBACK_IPS = ("127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,23 @@ class Client:
     allowed_cors_origins: tuple[str, ...] = ()
     id_token_alg: str = "RS256"  # noqa: S105 (an algorithm name, not a password)
     require_par: bool = False
+    tiktok_redirect_uris: tuple[str, ...] = ()  # a native app's SDK redirect URIs, as registered at TikTok
+    dpop_bound: bool = False  # dpop_bound_access_tokens: every token request must carry a DPoP proof
 
     @property
     def confidential(self) -> bool:
         return self.secret_sha256 is not None
+
+    def accepts_redirect_uri(self, uri: str) -> bool:
+        """Exact match; for a native app (a public client) a loopback IP redirect URI matches with any port, as
+        RFC 8252 section 7.3 requires: a desktop or command-line app listens on whatever port the system gives it."""
+        if uri in self.redirect_uris:
+            return True
+        if self.confidential:
+            return False
+        requested = _loopback_without_port(uri)
+        return requested is not None and any(_loopback_without_port(registered) == requested
+                                             for registered in self.redirect_uris)
 
     @property
     def token_audience(self) -> str:
@@ -52,6 +69,19 @@ class Client:
 
     def may_use(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+def _loopback_without_port(uri: str) -> str | None:
+    """An http loopback IP URI with its port left out (`http://127.0.0.1/cb`), None for any other URI."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (refuses a port that is not a number)
+    except ValueError:
+        return None
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_IPS or "@" in parts.netloc or parts.fragment:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
 
 def secret_digest(secret: str) -> str:

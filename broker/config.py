@@ -128,6 +128,10 @@ class Settings:
     rate_limit_webhook: RateLimit = RateLimit(600, 60, 300)  # /webhooks/tiktok
     # Per registered OAuth client (authenticated or merely named) and endpoint, over all its addresses.
     rate_limit_client: RateLimit = RateLimit(6000, 60, 1000)
+    # User codes typed on /device, per client address and per signed-in user: a code has only 34 bits.
+    rate_limit_device: RateLimit = RateLimit(30, 300, 10)
+    # DPoP (RFC 9449): every proof must carry the broker's current nonce (handed out in DPoP-Nonce).
+    dpop_require_nonce: bool = False
     dev_mode: bool = False
 
     @property
@@ -375,6 +379,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_oauth=r.get("RATE_LIMIT_OAUTH", defaults.rate_limit_oauth, parse_rate_limit),
         rate_limit_webhook=r.get("RATE_LIMIT_WEBHOOK", defaults.rate_limit_webhook, parse_rate_limit),
         rate_limit_client=r.get("RATE_LIMIT_CLIENT", defaults.rate_limit_client, parse_rate_limit),
+        rate_limit_device=r.get("RATE_LIMIT_DEVICE", defaults.rate_limit_device, parse_rate_limit),
+        dpop_require_nonce=r.get("DPOP_REQUIRE_NONCE", False, _boolean),
     )
     if "user.info.basic" not in settings.tiktok_scopes:
         r.problems.append("BROKER_TIKTOK_SCOPES: must include user.info.basic (TikTok needs it for sign-in)")

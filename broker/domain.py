@@ -63,6 +63,7 @@ class Session:
     user_agent: str = ""
     ip: str = ""
     auth_time: float = 0.0  # a family's: when the user signed in at TikTok for the session it came from
+    jkt: str = ""  # a public client's family: the DPoP key (RFC 7638 thumbprint) its refresh token is bound to
 
     @property
     def signed_in_at(self) -> float:

@@ -5,9 +5,13 @@
     │   ├── InvalidReturnUrl         400 invalid_request   (return_to not on the allowlist)
     │   └── PayloadTooLarge          413 invalid_request   (a body over its endpoint's cap, refused unread)
     ├── InvalidGrant                 400 invalid_grant
+    ├── DeviceGrantState             400 authorization_pending | slow_down | access_denied | expired_token (RFC 8628)
     ├── UnsupportedGrantType         400 unsupported_grant_type
     ├── UnauthorizedClient           400 unauthorized_client (the client is not registered for this grant)
     ├── InvalidScope                 400 invalid_scope
+    ├── InvalidTarget                400 invalid_target    (RFC 8693: an audience or resource it cannot serve)
+    ├── InvalidDpopProof             400 invalid_dpop_proof (token endpoint) | 401 (resource endpoints, RFC 9449)
+    │   └── UseDpopNonce             400 | 401 use_dpop_nonce (a proof without the server's current nonce)
     ├── InvalidClient                401 invalid_client
     ├── InvalidToken                 401 invalid_token     (missing, expired, revoked or forged credential)
     │   └── LoginRequired            401 login_required    (the user's TikTok grant is gone: sign in again)
@@ -21,7 +25,9 @@
     ├── Unavailable                  503 temporarily_unavailable
     │   └── StoreUnavailable         503 temporarily_unavailable   (Redis unreachable; Retry-After)
     └── UpstreamError                502 upstream_error    (TikTok answered with an error or garbage)
-        └── UpstreamUnavailable      503 temporarily_unavailable   (TikTok timed out or answered 5xx/429)
+        ├── UpstreamUnavailable      503 temporarily_unavailable   (TikTok timed out or answered 5xx/429)
+        ├── UpstreamRejected         400 invalid_grant     (TikTok refused a grant: sign in again)
+        └── UpstreamRefusedRequest   502 upstream_error    (TikTok's invalid_request: a parameter it was sent)
 
 Details that must not reach users (TikTok's log_id, exception text) go to the log only, through
 `log_detail`. Translation from library exceptions happens where they are raised (store, providers); rendering
@@ -65,6 +71,16 @@ class InvalidGrant(BrokerError):
     default_description = "The grant is invalid, expired or already used."
 
 
+class DeviceGrantState(BrokerError):
+    """A device polling the token endpoint learns where its authorization stands (RFC 8628 section 3.5)."""
+
+    status = 400
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+
+
 class UnsupportedGrantType(BrokerError):
     code = "unsupported_grant_type"
     status = 400
@@ -81,6 +97,32 @@ class InvalidScope(BrokerError):
     code = "invalid_scope"
     status = 400
     default_description = "A requested scope is not available to this client."
+
+
+class InvalidTarget(BrokerError):
+    code = "invalid_target"
+    status = 400
+    default_description = "The requested audience or resource is not available to this client."
+
+
+class InvalidDpopProof(BrokerError):
+    """A DPoP proof missing, malformed, stale, replayed or from the wrong key (RFC 9449). At the token endpoint a
+    400; at a resource endpoint a 401 with a DPoP challenge. `headers`: the challenge and any DPoP-Nonce."""
+
+    code = "invalid_dpop_proof"
+    status = 400
+    default_description = "The DPoP proof is missing or invalid."
+
+    def __init__(self, description: str | None = None, *, status: int = 400, log_detail: str = "",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(description, log_detail=log_detail)
+        self.status = status
+        self.headers = headers or {}
+
+
+class UseDpopNonce(InvalidDpopProof):
+    code = "use_dpop_nonce"
+    default_description = "Send the DPoP proof again with the nonce in the DPoP-Nonce header."
 
 
 class InvalidClient(BrokerError):
@@ -178,6 +220,12 @@ class UpstreamRejected(UpstreamError):
     code = "invalid_grant"
     status = 400
     default_description = "TikTok no longer accepts this sign-in. Please sign in again."
+
+
+class UpstreamRefusedRequest(UpstreamError):
+    """TikTok answered `invalid_request` (for a code: a redirect URI or PKCE verifier it does not accept). For the
+    broker's own calls that is a fault on our side (502); the TikTok SDK exchange, whose app supplied those
+    values, answers it as invalid_grant."""
 
 
 class ConfigError(Exception):

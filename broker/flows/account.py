@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -122,12 +122,21 @@ class AccountFlow:
             return "kept"  # a newer login stored a fresh grant meanwhile: that one stays
         return await self.revoker.revoke(stored.tokens)
 
+    async def _signed_in_by(self, family: Session) -> str:
+        """What to end to end an app's family: the native app's session it hangs off when it has one (the two
+        stand or fall together: the session is there only for its family), else the family itself."""
+        if family.kind == "refresh" and family.parent_sid:
+            parent = await self.families.load(family.user_id, family.parent_sid)
+            if parent is not None and parent[0].kind == "app":
+                return family.parent_sid
+        return family.sid
+
     async def logout(self, session: Session, *, everywhere: bool = False, unlink: bool = True) -> LogoutResult:
         """End the session (and the families started from it) or every session. `unlink` False: never drop the
         TikTok grant (an app ending its own family has no say over the user's TikTok link)."""
         user_id = session.user_id
         owners = await self.consent.store.families_by_client(user_id)
-        ended = await self.accounts.end_sessions(user_id, None if everywhere else session.sid)
+        ended = await self.accounts.end_sessions(user_id, None if everywhere else await self._signed_in_by(session))
         await self._ended(user_id, ended, "logout_everywhere" if everywhere else "logout", owners)
         remaining = await self.accounts.live_session_ids(user_id, self.clock.now())
         keep = (remaining and not everywhere) or not unlink
@@ -149,7 +158,9 @@ class AccountFlow:
         removed = await self.consent.store.remove(user_id, client_id)
         ended: list[str] = []
         for sid in (sid for sid, owner in owners.items() if owner == client_id):
-            ended += await self.accounts.end_sessions(user_id, sid)
+            family = await self.families.load(user_id, sid)
+            if family is not None:
+                ended += await self.accounts.end_sessions(user_id, await self._signed_in_by(family[0]))
         await self._ended(user_id, ended, "app_revoked", owners)
         if removed or ended:
             await self.events.emit("app.disconnected", sub=user_id, data={"client_id": client_id,
@@ -166,11 +177,27 @@ class AccountFlow:
         return await self.consent.connected_apps(user_id, last_seen)
 
     async def sessions_of(self, current: Session) -> list[SessionView]:
-        views: list[SessionView] = []
+        """Where the user is signed in: browser sessions, apps' refresh families, and native apps' sign-ins, each
+        of these one row with its family folded in (last seen when the app last refreshed)."""
+        found: list[Session] = []
         for sid in await self.accounts.live_session_ids(current.user_id, self.clock.now()):
             loaded = await self.families.load(current.user_id, sid)
             if loaded is not None:
-                views.append(SessionView(loaded[0], sid == current.sid))
+                found.append(loaded[0])
+        apps = {session.sid for session in found if session.kind == "app"}
+        last_use: dict[str, float] = {}
+        for session in found:
+            if session.kind == "refresh" and session.parent_sid in apps:
+                last_use[session.parent_sid] = max(last_use.get(session.parent_sid, 0.0), session.last_seen)
+        views: list[SessionView] = []
+        for session in found:
+            if session.kind == "refresh" and session.parent_sid in apps:
+                continue
+            if session.kind == "app":
+                if session.sid not in last_use:
+                    continue  # its family ended (revoked, idle): nothing is signed in there any more
+                session = replace(session, last_seen=last_use[session.sid])
+            views.append(SessionView(session, session.sid == current.sid))
         return sorted(views, key=lambda view: (not view.current, -view.session.last_seen))
 
     async def profile(self, user_id: str) -> dict[str, str]:

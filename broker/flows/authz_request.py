@@ -70,7 +70,7 @@ def check_request(params: Mapping[str, str], *, clients: ClientRegistry, scopes:
         raise AuthorizationError("invalid_request", "Unknown client_id.")
     redirect_uri = params.get("redirect_uri") or (client.redirect_uris[0] if len(client.redirect_uris) == 1
                                                   else "")
-    if redirect_uri not in client.redirect_uris:
+    if not client.accepts_redirect_uri(redirect_uri):
         raise AuthorizationError("invalid_request", "The redirect_uri is not registered for this client.")
     mode = params.get("response_mode") or "query"
     target = ClientReply(redirect_uri, mode if mode in RESPONSE_MODES else "query")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from broker.client_entries import ID_TOKEN_ALGORITHMS
+from broker.client_entries import GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE, ID_TOKEN_ALGORITHMS
 from broker.errors import BrokerError, StoreUnavailable, Unavailable
 from broker.flows.authz_request import PROMPTS, RESPONSE_MODES
+from broker.flows.dpop import SUPPORTED_ALGORITHMS as DPOP_ALGORITHMS
 from broker.flows.tokens import SESSION_GRANT
 from broker.signing.jwks import JwksDocument
 from broker.signing.keyring import KeyRing
@@ -35,11 +36,14 @@ def provider_metadata(issuer: str, scopes: tuple[str, ...]) -> dict[str, object]
         "revocation_endpoint": f"{issuer}/oauth/revoke",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "pushed_authorization_request_endpoint": f"{issuer}/oauth/par",
+        "device_authorization_endpoint": f"{issuer}/oauth/device_authorization",
         "end_session_endpoint": f"{issuer}/logout",
         "response_types_supported": ["code"],
         "response_modes_supported": list(RESPONSE_MODES),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", SESSION_GRANT],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", GRANT_TOKEN_EXCHANGE,
+                                  GRANT_DEVICE_CODE, SESSION_GRANT],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),
         "scopes_supported": list(scopes),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ID_TOKEN_ALGORITHMS),

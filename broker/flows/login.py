@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from broker.clock import Clock
-from broker.domain import LoginAttempt, Session
+from broker.domain import LoginAttempt, ProviderTokens, Session
 from broker.errors import (
     AccessDenied,
     BrokerError,
@@ -27,7 +27,7 @@ from broker.errors import (
     UpstreamUnavailable,
 )
 from broker.flows.return_urls import ReturnUrlPolicy
-from broker.flows.sessions import SessionService, new_user_id
+from broker.flows.sessions import AppSignIn, NewSession, SessionService, new_user_id
 from broker.metrics import Metrics
 from broker.providers.base import Provider
 from broker.store.records import AccountDeleted, Records
@@ -190,12 +190,20 @@ class LoginFlow:
             raise LoginFailed(log_detail="callback without code")
         tokens = await self.provider.exchange_code(code=code, redirect_uri=self.policy.redirect_uri,
                                                    code_verifier=attempt.code_verifier)
+        created = await self.link(tokens, user_agent=user_agent, ip=ip)
+        return LoginResult(created.session, created.cookie_value, attempt.return_to)
+
+    async def link(self, tokens: ProviderTokens, *, user_agent: str = "", ip: str = "",
+                   app: AppSignIn | None = None) -> NewSession:
+        """After TikTok handed out `tokens`: read the profile, then find the user by open_id (or make one), seal
+        the TikTok tokens in the vault and open a session, all in one write. /callback and the TikTok SDK
+        exchange (`app`: a session of kind app) both link users here."""
         identity = await self.provider.fetch_identity(tokens)
         if identity.subject != tokens.subject:
             raise UpstreamError(log_detail="user info open_id differs from the token's open_id")
         # Everything that can fail upstream has happened; only now is anything written.
         user_id = await self.records.claim_user_id(identity.subject, new_user_id())
-        created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip)
+        created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip, app=app)
         try:
             await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
         except AccountDeleted:
@@ -203,7 +211,8 @@ class LoginFlow:
             # after the deletion would have.
             log.info("login raced its account's deletion: a new account", extra={"user_id": user_id})
             user_id = await self.records.replace_user_id(identity.subject, user_id, new_user_id())
-            created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip)
+            created = self.sessions.new_session(user_id, identity, tokens, user_agent=user_agent, ip=ip, app=app)
             await self.records.save_login(user_id, identity, tokens, created.session, self.clock.now())
-        log.info("login complete", extra={"user_id": user_id, "sid": created.session.sid})
-        return LoginResult(created.session, created.cookie_value, attempt.return_to)
+        log.info("login complete", extra={"user_id": user_id, "sid": created.session.sid,
+                                          "kind": created.session.kind})
+        return created

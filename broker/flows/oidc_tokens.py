@@ -55,7 +55,8 @@ class OidcTokens:
         self.scopes = scopes
         self.clock = clock
 
-    async def exchange(self, *, code: str, redirect_uri: str, code_verifier: str, client: Client) -> dict[str, object]:
+    async def exchange(self, *, code: str, redirect_uri: str, code_verifier: str, client: Client,
+                       jkt: str = "") -> dict[str, object]:
         if not client.may_use(GRANT_AUTHORIZATION_CODE):
             raise UnauthorizedClient("This client may not use the authorization code flow.")
         match = CODE_PATTERN.fullmatch(code)
@@ -85,36 +86,44 @@ class OidcTokens:
         parent = await self.tokens.session_for({"sub": user_id, "sid": record.sid})
         if parent is None:
             raise InvalidGrant("The sign-in this code came from has ended.")
-        pair = await self.tokens.start_family(parent, client=client, client_scopes=broker_part(record.scopes),
-                                              tiktok_scopes=tiktok_part(record.scopes))
-        family = parse_refresh_token(pair.refresh_token)
-        assert family is not None
-        await self.store.remember_family(user_id, code_hash, family.sid)
-        body = _body(pair, with_refresh=client.may_use(GRANT_REFRESH_TOKEN))
-        if OPENID in record.scopes:
-            body["id_token"] = await self._id_token(parent, client, record.scopes, sid=family.sid,
-                                                    auth_time=record.auth_time, nonce=record.nonce,
-                                                    access_token=pair.access_token, ttl=pair.expires_in)
+        family_sid, body = await self.issue(parent, client, record.scopes, auth_time=record.auth_time,
+                                            nonce=record.nonce, jkt=jkt)
+        await self.store.remember_family(user_id, code_hash, family_sid)
         return body
 
-    async def refresh(self, refresh_token: str, client: Client | None) -> dict[str, object]:
+    async def issue(self, parent: Session, client: Client, scopes: tuple[str, ...], *, auth_time: float,
+                    nonce: str = "", jkt: str = "") -> tuple[str, dict[str, object]]:
+        """A new refresh family of `client` under `parent`, granted `scopes`, and the token answer: the access
+        token, a refresh token when the client may refresh, an ID token when `openid` was granted. Also returns
+        the family's sid (the `sid` of its tokens). `jkt`: the DPoP key they are bound to."""
+        pair = await self.tokens.start_family(parent, client=client, client_scopes=broker_part(scopes),
+                                              tiktok_scopes=tiktok_part(scopes), jkt=jkt)
+        family = parse_refresh_token(pair.refresh_token)
+        assert family is not None
+        body = _body(pair, with_refresh=client.may_use(GRANT_REFRESH_TOKEN))
+        if OPENID in scopes:
+            body["id_token"] = await self.id_token(parent, client, scopes, sid=family.sid, auth_time=auth_time,
+                                                   nonce=nonce, access_token=pair.access_token, ttl=pair.expires_in)
+        return family.sid, body
+
+    async def refresh(self, refresh_token: str, client: Client | None, jkt: str = "") -> dict[str, object]:
         """Rotate; with `openid` granted, a fresh ID token (same sub, sid and auth_time, no nonce: OIDC 12.2)."""
         if client is not None and not client.may_use(GRANT_REFRESH_TOKEN):
             raise UnauthorizedClient("This client may not use refresh tokens.")
-        pair = await self.tokens.refresh(refresh_token, client=client)
+        pair = await self.tokens.refresh(refresh_token, client=client, jkt=jkt)
         body = _body(pair, with_refresh=True)
         parsed = parse_refresh_token(refresh_token)
         if client is None or parsed is None or OPENID not in pair.scope.split():
             return body
         family = await self.tokens.session_for({"sub": parsed.user_id, "sid": parsed.sid})
         if family is not None:
-            body["id_token"] = await self._id_token(family, client, family.client_scopes, sid=family.sid,
-                                                    auth_time=family.signed_in_at, nonce="",
-                                                    access_token=pair.access_token, ttl=pair.expires_in)
+            body["id_token"] = await self.id_token(family, client, family.client_scopes, sid=family.sid,
+                                                   auth_time=family.signed_in_at, nonce="",
+                                                   access_token=pair.access_token, ttl=pair.expires_in)
         return body
 
-    async def _id_token(self, session: Session, client: Client, scopes: tuple[str, ...], *, sid: str,
-                        auth_time: float, nonce: str, access_token: str, ttl: int) -> str:
+    async def id_token(self, session: Session, client: Client, scopes: tuple[str, ...], *, sid: str,
+                       auth_time: float, nonce: str, access_token: str, ttl: int) -> str:
         extra = await self.profile_claims(session, scopes)
         return self.id_tokens.issue(sub=session.user_id, client_id=client.client_id, ttl=ttl, auth_time=auth_time,
                                     sid=sid, nonce=nonce, access_token=access_token, extra=extra,
@@ -142,7 +151,7 @@ class OidcTokens:
         scopes = session.client_scopes if session.client_id else BROKER_SCOPES
         return {"sub": session.user_id, **await self.profile_claims(session, scopes)}
 
-    def client_credentials(self, client: Client, requested: str | None) -> dict[str, object]:
+    def client_credentials(self, client: Client, requested: str | None, jkt: str = "") -> dict[str, object]:
         """An access token for the client itself (sub = its id, no user): for its own calls to services that
         accept its audience. Only scopes registered for it that name no user's data."""
         if not client.confidential or not client.may_use(GRANT_CLIENT_CREDENTIALS):
@@ -153,7 +162,8 @@ class OidcTokens:
             raise InvalidScope("A requested scope is not available to this client without a user.")
         granted = " ".join(names or usable)
         issued = self.access_tokens.issue(sub=client.client_id, sid=CLIENT_SID_PREFIX + secrets.token_urlsafe(12),
-                                          scope=granted, extra={"client_id": client.client_id},
+                                          scope=granted, extra={"client_id": client.client_id,
+                                                                **({"cnf": {"jkt": jkt}} if jkt else {})},
                                           audience=client.token_audience)
         expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
         return {"access_token": issued.token, "token_type": "Bearer", "expires_in": expires_in, "scope": granted}

@@ -20,10 +20,12 @@ IPV6_SUBJECT_PREFIX = 64  # one subscriber usually holds a whole /64: counting s
 # metrics name the route.
 ROUTES = {"login": "/login", "authorize": "/authorize", "callback": "/callback", "token": "/oauth/token",
           "revoke": "/oauth/revoke", "introspect": "/oauth/introspect", "webhook": "/webhooks/tiktok",
-          "par": "/oauth/par", "proxy": "/tiktok/{path:path}", "logout": "/logout"}
+          "par": "/oauth/par", "proxy": "/tiktok/{path:path}", "logout": "/logout",
+          "device_authorization": "/oauth/device_authorization", "device": "/device"}
 # The `key_kind` label: what the refusing bucket counts.
 ADDRESS_KIND = "ip"
 CLIENT_KIND = "client"
+USER_KIND = "user"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class LimitPolicy:
         return cls(enabled=settings.rate_limits,
                    per_address={"login": login, "authorize": login, "callback": login, "token": oauth,
                                 "revoke": oauth, "introspect": oauth, "par": oauth,
-                                "webhook": settings.rate_limit_webhook, "proxy": oauth, "logout": login},
+                                "webhook": settings.rate_limit_webhook, "proxy": oauth, "logout": login,
+                                "device_authorization": oauth, "device": settings.rate_limit_device},
                    per_client=settings.rate_limit_client)
 
 
@@ -66,13 +69,15 @@ class RequestLimits:
         self.clock = clock
         self.metrics = metrics or Metrics()
 
-    async def check(self, endpoint: str, *, ip: str | None, client_id: str | None = None) -> None:
+    async def check(self, endpoint: str, *, ip: str | None, client_id: str | None = None,
+                    user_id: str | None = None) -> None:
         """Charge this request to its buckets (one round trip), or raise RateLimited with the wait.
 
         `ip` None charges the client's bucket only (its address was charged before, when the body that names
         the client had not been read yet). `client_id` is the client the request names, authenticated or not:
         only registered ids get a bucket, so made-up ids cannot fill Redis, while guessing a real client's secret
-        is limited across addresses.
+        is limited across addresses. `user_id`: a signed-in user, charged like an address (guesses made from many
+        addresses with one account count together).
         """
         if not self.policy.enabled:
             return
@@ -85,6 +90,9 @@ class RequestLimits:
         if client_id and self.clients.get(client_id) is not None:
             kinds.append(CLIENT_KIND)
             buckets.append(_bucket(f"client:{endpoint}:{client_id}", self.policy.per_client))
+        if user_id:
+            kinds.append(USER_KIND)
+            buckets.append(_bucket(f"user:{endpoint}:{user_id}", self.policy.per_address[endpoint]))
         if not buckets:
             return
         waits = await self.limiter.take_each(tuple(buckets), self.clock.now())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from broker.clock import Clock
 from broker.domain import Identity, IssuedToken, ProviderTokens, Session
-from broker.flows.devices import device_label
+from broker.flows.devices import MAX_LABEL, device_label
 from broker.signing.tokens import TokenService
 from broker.store.local_cache import TrackedCache, disabled_cache
 from broker.store.records import Records
@@ -57,6 +57,14 @@ class CachedSession:
 
 
 @dataclass(frozen=True)
+class AppSignIn:
+    """A native app signing a user in without the browser session: which app, on which device."""
+
+    client_id: str
+    device: str  # a short label for the account page ("Photo Frame on iPhone")
+
+
+@dataclass(frozen=True)
 class NewSession:
     session: Session
     cookie_value: str
@@ -78,17 +86,35 @@ class SessionService:
         self._touch_interval = max(1, min(TOUCH_INTERVAL, policy.idle_ttl // 4))
 
     def new_session(self, user_id: str, identity: Identity, tokens: ProviderTokens, *, user_agent: str = "",
-                    ip: str = "") -> NewSession:
-        """A session record to be saved together with the login (see Records.save_login)."""
+                    ip: str = "", app: AppSignIn | None = None) -> NewSession:
+        """A session record to be saved together with the login (see Records.save_login).
+
+        With `app`, a session of kind "app": a native app's sign-in (the TikTok SDK exchange), behind no cookie,
+        the parent of the app's refresh family. It has no idle expiry of its own (the family's idle expiry
+        decides: a refresh is the app's sign of life), and is labelled with the device it runs on."""
         now = self.clock.now()
         secret = secrets.token_urlsafe(32)
+        expires_at = now + self.policy.absolute_ttl
         session = Session(
             sid=session_id_for(secret), user_id=user_id, created_at=now, last_seen=now,
-            expires_at=now + self.policy.absolute_ttl, idle_expires_at=now + self.policy.idle_ttl,
+            expires_at=expires_at, idle_expires_at=expires_at if app else now + self.policy.idle_ttl,
             scopes=tuple(sorted(tokens.scopes)), open_id=identity.subject, name=identity.display_name[:64],
-            picture=identity.avatar_url, user_agent=device_label(user_agent), ip=ip[:64],
+            picture=identity.avatar_url, ip=ip[:64],
+            user_agent=app.device[:MAX_LABEL] if app else device_label(user_agent),
+            kind="app" if app else "browser", client_id=app.client_id if app else "",
         )
         return NewSession(session, f"{user_id}.{secret}")
+
+    def app_session(self, *, user_id: str, open_id: str, name: str, tiktok_scopes: tuple[str, ...],
+                    auth_time: float, app: AppSignIn) -> Session:
+        """A session of kind app for a user who is already signed in elsewhere (a device they allowed on
+        /device): like new_session's, for a login that happened before (`auth_time`)."""
+        now = self.clock.now()
+        expires_at = now + self.policy.absolute_ttl
+        return Session(sid=secrets.token_urlsafe(24), user_id=user_id, created_at=now, last_seen=now,
+                       expires_at=expires_at, idle_expires_at=expires_at, scopes=tuple(sorted(tiktok_scopes)),
+                       open_id=open_id, name=name, user_agent=app.device[:MAX_LABEL], kind="app",
+                       client_id=app.client_id, auth_time=auth_time)
 
     async def resolve(self, cookie_value: str | None) -> Session | None:
         """The live browser session behind a cookie, sliding its idle expiry; None for anything else."""
@@ -147,10 +173,12 @@ class SessionService:
             self._jwt_cache.popitem(last=False)
         return issued
 
-    def mint(self, session: Session, *, audience: str | None = None) -> IssuedToken:
-        """A new access JWT for a session or family, never outliving it."""
+    def mint(self, session: Session, *, audience: str | None = None, jkt: str = "") -> IssuedToken:
+        """A new access JWT for a session or family, never outliving it; bound to the DPoP key `jkt` if given."""
         now = self.clock.now()
         extra: dict[str, object] = {"tiktok_open_id": session.open_id}
+        if jkt:
+            extra["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
         if session.name:
             extra["name"] = session.name
         if session.picture:

@@ -36,7 +36,6 @@ from broker.errors import (
 )
 from broker.flows.posting_rules import TIKTOK_LIMITS, PostingCall
 from broker.flows.tiktok_posting import Posting
-from broker.flows.tokens import TokenFlow
 from broker.flows.upstream import UpstreamTokens
 from broker.metrics import Metrics
 from broker.providers.tiktok_parse import FIELDS_BY_SCOPE
@@ -125,13 +124,12 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 
 
 class TikTokApi:
-    def __init__(self, *, http: httpx.AsyncClient, upstream: UpstreamTokens, tokens: TokenFlow,
+    def __init__(self, *, http: httpx.AsyncClient, upstream: UpstreamTokens,
                  limiter: RateLimiter, clock: Clock, policy: ProxyPolicy, posting: Posting,
                  metrics: Metrics | None = None) -> None:
         self.http = http
         self.posting = posting
         self.upstream = upstream
-        self.tokens = tokens
         self.limiter = limiter
         self.clock = clock
         self.policy = policy
@@ -139,8 +137,9 @@ class TikTokApi:
 
     # -- who is calling --
 
-    async def caller_for_token(self, token: str) -> Caller:
-        claims = await self.tokens.check_access_token(token)
+    @staticmethod
+    def caller_for_claims(claims: dict[str, object]) -> Caller:
+        """The caller a checked access token stands for."""
         return Caller(str(claims["sub"]), str(claims.get("client_id") or BROWSER),
                       frozenset(str(claims.get("scope", "")).split()))
 

@@ -4,6 +4,7 @@ revocation, RFC 7662 introspection, and access-token checks that honour every de
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import re
@@ -29,7 +30,8 @@ SESSION_GRANT = "urn:tiktok-broker:params:oauth:grant-type:session-cookie"
 REFRESH_PATTERN = re.compile(r"^brt1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{32})\.([A-Za-z0-9_-]{43})$")
 # Why a refresh was refused: carried as the InvalidGrant's log_detail, counted as the metric's outcome.
 REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED = "invalid", "wrong_client", "reused"
-REFUSALS = frozenset({REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED})
+REFUSED_WRONG_KEY = "wrong_key"  # a DPoP-bound refresh token with a proof from another key
+REFUSALS = frozenset({REFUSED_INVALID, REFUSED_WRONG_CLIENT, REFUSED_REUSED, REFUSED_WRONG_KEY})
 # The sid of client_credentials tokens: they stand for no session (sub is the client); only denylists count.
 CLIENT_SID_PREFIX = "client."
 # Which denylist refused an access token, by the state Families.access_state reports.
@@ -84,24 +86,27 @@ class TokenFlow:
     def _new_refresh_token(self, session: Session) -> str:
         return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
 
-    def _pair(self, family: Session, refresh_token: str, client: Client | None) -> TokenPair:
-        issued = self.sessions.mint(family, audience=client.token_audience if client else None)
+    def _pair(self, family: Session, refresh_token: str, client: Client | None, jkt: str = "") -> TokenPair:
+        issued = self.sessions.mint(family, audience=client.token_audience if client else None, jkt=jkt)
         expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
         return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
                          scope=" ".join((*family.client_scopes, *family.scopes)))
 
     async def start_family(self, parent: Session, *, client: Client | None = None,
-                           client_scopes: tuple[str, ...] = (), tiktok_scopes: tuple[str, ...] = ()) -> TokenPair:
+                           client_scopes: tuple[str, ...] = (), tiktok_scopes: tuple[str, ...] = (),
+                           jkt: str = "") -> TokenPair:
         """A new refresh family for a signed-in user; it cannot outlive the login it came from.
 
         A client's family carries only the TikTok scopes it was granted (`tiktok_scopes`, of those the user granted
-        TikTok); the broker's own pages (no client) carry every one."""
+        TikTok); the broker's own pages (no client) carry every one. With a DPoP key (`jkt`) the access tokens are
+        bound to it, and so is a public client's refresh token (a confidential client's is bound by its secret)."""
         now = self.clock.now()
         scopes = parent.scopes if client is None else tuple(s for s in parent.scopes if s in tiktok_scopes)
         family = replace(parent, sid=secrets.token_urlsafe(24), created_at=now, last_seen=now,
                          idle_expires_at=min(now + self.policy.idle_ttl, parent.expires_at), kind="refresh",
                          client_id=client.client_id if client else "", parent_sid=parent.sid,
-                         client_scopes=client_scopes, scopes=scopes, auth_time=parent.signed_in_at)
+                         client_scopes=client_scopes, scopes=scopes, auth_time=parent.signed_in_at,
+                         jkt=jkt if client is not None and not client.confidential else "")
         refresh_token = self._new_refresh_token(family)
         # The oldest families over the caps (per browser session, per user) end to make room for this one.
         for ended in await self.families.create(family, token_hash(refresh_token), now=now):
@@ -109,12 +114,13 @@ class TokenFlow:
                                                                              "sid": ended})
             await self._revoked(family.user_id, ended, "family_limit")
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
-        return self._pair(family, refresh_token, client)
+        return self._pair(family, refresh_token, client, jkt)
 
-    async def refresh(self, presented: str, *, client: Client | None) -> TokenPair:
-        """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family."""
+    async def refresh(self, presented: str, *, client: Client | None, jkt: str = "") -> TokenPair:
+        """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family. `jkt`:
+        the DPoP key the request proved (a bound family needs its own key)."""
         try:
-            outcome, pair = await self._rotate(presented, client)
+            outcome, pair = await self._rotate(presented, client, jkt)
         except InvalidGrant as refused:
             reason = refused.log_detail if refused.log_detail in REFUSALS else REFUSED_INVALID
             self.metrics.refresh_grants.labels(reason).inc()
@@ -125,15 +131,17 @@ class TokenFlow:
         self.metrics.refresh_grants.labels(outcome).inc()
         return pair
 
-    async def _rotate(self, presented: str, client: Client | None) -> tuple[str, TokenPair]:
+    async def _rotate(self, presented: str, client: Client | None, jkt: str) -> tuple[str, TokenPair]:
         parsed = parse_refresh_token(presented)
         loaded = await self.families.load(parsed.user_id, parsed.sid) if parsed else None
         if parsed is None or loaded is None or loaded[0].kind != "refresh":
             raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
         family, _ = loaded
         self._check_client(family, client)
+        if family.jkt and not hmac.compare_digest(family.jkt, jkt):
+            raise InvalidGrant("The refresh token is bound to another DPoP key.", log_detail=REFUSED_WRONG_KEY)
         successor = self._new_refresh_token(family)
-        pair = self._pair(family, successor, client)
+        pair = self._pair(family, successor, client, jkt)
         status, replayed = await self.families.rotate(
             family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
             idle_ttl=self.policy.idle_ttl)

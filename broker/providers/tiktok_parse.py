@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import httpx
 
 from broker.domain import Identity, ProviderTokens
-from broker.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
+from broker.errors import UpstreamError, UpstreamRefusedRequest, UpstreamRejected, UpstreamUnavailable
 
 SCOPE_BASIC = "user.info.basic"
 SCOPE_PROFILE = "user.info.profile"
@@ -137,6 +137,8 @@ def _oauth_error(op: str, response: httpx.Response, body: Mapping[str, object],
         return UpstreamRejected(rejected_description, log_detail=detail)
     if code in _OAUTH_TRANSIENT:
         return UpstreamUnavailable(log_detail=detail)
+    if code == "invalid_request":
+        return UpstreamRefusedRequest(log_detail=detail)
     return UpstreamError(log_detail=detail)
 
 

@@ -88,7 +88,8 @@ class Consents:
             return bool(await cast(Any, self.client).hdel(self.keys.consents(user_id), client_id))
 
     async def families_by_client(self, user_id: str) -> dict[str, str]:
-        """sid -> client id of every live refresh family of the user that an app holds."""
+        """sid -> client id of every live refresh family of the user that an app holds (a native app's own
+        session, of kind app, is no family: the app's tokens name its family's sid)."""
         index = self.keys.user_sessions(user_id)
         async with translated_errors():
             sids = [str(sid) for sid in await cast(Any, self.client).zrange(index, 0, -1)]
@@ -96,6 +97,6 @@ class Consents:
                 return {}
             async with self.client.pipeline(transaction=False) as pipe:
                 for sid in sids:
-                    pipe.hget(self.keys.session(user_id, sid), "client_id")
+                    pipe.hmget(self.keys.session(user_id, sid), "client_id", "kind")
                 owners = await pipe.execute()
-        return {sid: str(owner) for sid, owner in zip(sids, owners, strict=True) if owner}
+        return {sid: str(owner) for sid, (owner, kind) in zip(sids, owners, strict=True) if owner and kind != "app"}

@@ -97,6 +97,19 @@ class KeySpace:
         """One waiting revocation: the sealed grant, named by a random id only (no user id, no open_id)."""
         return f"{self.prefix}{{revoke}}:item:{item_id}"
 
+    def device_code(self, code_hash: str) -> str:
+        """A device authorization in flight (RFC 8628), named by the hash of its device_code; its own hash tag,
+        so that every step on it is one single-slot command or script."""
+        return f"{self.prefix}{{dev:{code_hash}}}"
+
+    def user_code(self, code_hash: str) -> str:
+        """The user code a person types on /device, hashed, naming the hash of its device_code."""
+        return f"{self.prefix}{{uc:{code_hash}}}"
+
+    def dpop_proof(self, proof_hash: str) -> str:
+        """A DPoP proof already used (RFC 9449 jti replay cache), until it would be too old anyway; its own tag."""
+        return f"{self.prefix}{{dpop:{proof_hash}}}"
+
     def rate_bucket(self, bucket_hash: str) -> str:
         """A rate-limit bucket that belongs to no user (a client's address, an OAuth client). The whole name
         is its own hash tag: each bucket lands in its own Cluster slot, never all of them in one."""

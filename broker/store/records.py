@@ -76,7 +76,7 @@ def session_from_pairs(pairs: list[str], *, picture: str = "") -> Session:
         kind=data.get("kind", "browser"), client_id=data.get("client_id", ""),
         parent_sid=data.get("parent_sid", ""), user_agent=data.get("user_agent", ""), ip=data.get("ip", ""),
         client_scopes=tuple(s for s in data.get("client_scopes", "").split(",") if s),
-        auth_time=float(data.get("auth_time", 0)),
+        auth_time=float(data.get("auth_time", 0)), jkt=data.get("jkt", ""),
     )
 
 
@@ -188,6 +188,27 @@ class Records:
                 await self.client.delete(user_key, self.keys.tiktok_tokens(user_id), session_key, index_key)
             raise AccountDeleted(user_id)
         await tiktok.track(user_id, tokens.expires_at)
+
+    async def save_session(self, session: Session, now: float) -> None:
+        """A session opened without a login at TikTok (a device a signed-in person allowed on /device), listed
+        among the user's sessions. AccountDeleted (and nothing left behind) when the account is gone."""
+        user_id = session.user_id
+        session_key, index_key = self.keys.session(user_id, session.sid), self.keys.user_sessions(user_id)
+        async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(session_key, mapping=cast(Any, session_to_hash(session)))
+            pipe.pexpireat(session_key, _ms(min(session.expires_at, session.idle_expires_at)))
+            pipe.zadd(index_key, {session.sid: session.expires_at})
+            pipe.zremrangebyscore(index_key, "-inf", now)
+            pipe.pexpireat(index_key, _ms(session.expires_at))  # as in save_login: the newest session ends last
+            pipe.exists(self.keys.deleted_marker(user_id))
+            pipe.exists(self.keys.user(user_id))
+            *_, deleted, profile = await pipe.execute()
+        if deleted or not profile:
+            async with translated_errors(), self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(session_key)
+                pipe.zrem(index_key, session.sid)
+                await pipe.execute()
+            raise AccountDeleted(user_id)
 
     async def get_user(self, user_id: str) -> dict[str, str]:
         async with translated_errors():

@@ -18,16 +18,12 @@ from broker.web.bodies import read_form
 from broker.web.browser_guard import require_same_origin
 from broker.web.client_addr import client_ip
 from broker.web.cookies import clear_session_cookie, read_session_cookie
+from broker.web.dpop import check_sender, presented_token
 from broker.web.render import NO_STORE, answer_as_api, html_endpoint, render_page
 from broker.web.services import Services, services
 
 NO_POWER = ("This token may not manage the account: use the session, or a first-party app's token with the "
             "scope 'account'.")
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def _form(request: Request) -> FormData:
@@ -55,6 +51,7 @@ async def _account_claims(svc: Services, request: Request, token: str) -> dict[s
     anything changes."""
     answer_as_api(request)
     claims = await svc.tokens.check_access_token(token)
+    await check_sender(svc, request, token, claims)
     if not svc.account.powers.allow(claims):
         raise InsufficientScope(NO_POWER, log_detail=f"client {claims.get('client_id')!r} lacks the account power")
     return claims
@@ -95,7 +92,7 @@ async def _signed_in_post(request: Request) -> tuple[Services, Session | None, F
 async def end_session(request: Request) -> Response:
     """The account page's End button, or an app holding the account power (bearer, JSON answer)."""
     svc = services(request)
-    bearer = _bearer(request)
+    bearer = presented_token(request)
     if bearer is not None:
         claims = await _account_claims(svc, request, bearer)
         sid = (await _form(request)).get("sid")
@@ -135,7 +132,7 @@ async def logout(request: Request) -> Response:
     bearer token is checked before the body is read; every body is capped (16 KiB) before it is parsed, and the
     own form's origin is checked before anything ends."""
     svc = services(request)
-    bearer = _bearer(request)
+    bearer = presented_token(request)
     if bearer is not None:
         answer_as_api(request)
     await svc.limits.check("logout", ip=client_ip(request))
@@ -186,6 +183,7 @@ async def _rp_logout(svc: Services, request: Request, params: dict[str, str], *,
 
 async def _logout_by_bearer(svc: Services, request: Request, bearer: str) -> Response:
     claims = await svc.tokens.check_access_token(bearer)  # before the body is read
+    await check_sender(svc, request, bearer, claims)
     everywhere = str((await _form(request)).get("everywhere", request.query_params.get("everywhere", "")))
     everywhere_wanted = everywhere.lower() in ("true", "1", "on")
     if everywhere_wanted and not svc.account.powers.allow(claims):
@@ -225,7 +223,7 @@ async def delete_confirmed(request: Request) -> Response:
 async def delete_by_api(request: Request) -> Response:
     """DELETE /account with a bearer token holding the account power: the same deletion, a JSON receipt."""
     svc = services(request)
-    bearer = _bearer(request)
+    bearer = presented_token(request)
     if bearer is None:
         raise InvalidToken("A bearer access token is required.")
     claims = await _account_claims(svc, request, bearer)

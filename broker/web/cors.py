@@ -14,7 +14,9 @@ from broker.web.services import Services, services
 PUBLIC = {"Access-Control-Allow-Origin": "*"}
 METHODS = {"/oauth/token": "POST", "/oauth/revoke": "POST", "/oauth/introspect": "POST", "/oauth/par": "POST",
            "/userinfo": "GET, POST"}
-ALLOWED_HEADERS = "Authorization, Content-Type"
+ALLOWED_HEADERS = "Authorization, Content-Type, DPoP"
+# What a page may read of an answer besides the simple headers: the DPoP nonce and challenge (RFC 9449).
+EXPOSED_HEADERS = "DPoP-Nonce, WWW-Authenticate"
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -37,11 +39,13 @@ def cors_headers(request: Request, client_id: str = "") -> dict[str, str]:
     svc = services(request)
     lowered = origin.lower()
     if lowered in trusted_origins(svc):
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin",
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS}
     client = svc.clients.get(client_id) if client_id else None
     registered = client.allowed_cors_origins if client else svc.clients.cors_origins()
     if lowered in registered:
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS}
     return {}
 
 

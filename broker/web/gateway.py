@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.domain import IssuedToken
-from broker.errors import InvalidRequest, InvalidReturnUrl, InvalidToken
+from broker.errors import InvalidDpopProof, InvalidRequest, InvalidReturnUrl, InvalidToken
 from broker.web.client_addr import HOST, forwarded
 from broker.web.cookies import read_session_cookie
+from broker.web.dpop import check_sender, presented_token
 from broker.web.render import NO_STORE, json_error
 from broker.web.services import Services, services
 
@@ -52,12 +53,6 @@ def _flag(value: str | None, name: str) -> bool:
     if value.lower() in ("1", "true"):
         return True
     raise InvalidRequest(f"{name} must be 1 or 0.")
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _forward_auth_original(request: Request) -> str | None:
@@ -103,12 +98,17 @@ def _login_url(svc: Services, original: str | None) -> str:
     return f"{login}?{urlencode({'return_to': return_to})}"
 
 
-def _denied(svc: Services, request: Request, check: _Check, error: InvalidToken) -> Response:
+def _denied(svc: Services, request: Request, check: _Check, error: InvalidToken | InvalidDpopProof) -> Response:
     location = _login_url(svc, check.original_url)
     navigation = check.method in NAVIGATIONS and "text/html" in request.headers.get("accept", "").lower()
     if check.redirect and navigation:
         return Response(status_code=302, headers={**NO_STORE, "Location": location})
     return json_error(error, extra_headers={"Location": location})
+
+
+def _dpop_target(check: _Check) -> tuple[str | None, str]:
+    """The request a DPoP proof sent through the gateway must be for: the original URL and method."""
+    return check.original_url, check.method
 
 
 def _allowed(token: str, claims: dict[str, object]) -> Response:
@@ -125,12 +125,13 @@ async def _verify(request: Request, describe: Callable[[], _Check]) -> Response:
     """200 with a fresh broker JWT for the upstream, or a denial. Most checks need no Redis round trip (the
     session cache), and only a denial needs to know the original request (`describe`)."""
     svc = services(request)
-    bearer = _bearer(request)
+    bearer = presented_token(request)  # Bearer, or DPoP (RFC 9449)
     if bearer is not None:
         try:
             # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
             claims = await svc.tokens.check_access_token(bearer, audience=svc.settings.token_audience)
-        except InvalidToken as error:
+            await check_sender(svc, request, bearer, claims, target=lambda: _dpop_target(describe()))
+        except (InvalidToken, InvalidDpopProof) as error:
             return _denied(svc, request, describe(), error)
         return _allowed(bearer, claims)
     session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))

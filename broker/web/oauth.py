@@ -1,4 +1,5 @@
-"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, session-cookie grant),
+"""OAuth endpoints: /oauth/token (authorization code, refresh, client credentials, the TikTok SDK exchange, the
+device code, session-cookie grant),
 /oauth/revoke (RFC 7009), /oauth/introspect (RFC 7662) and /oauth/par (RFC 9126). Client authentication (RFC 6749
 section 2.3.1) and the CSRF guard of the cookie grant live here."""
 
@@ -10,9 +11,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from broker.client_entries import GRANT_DEVICE_CODE, GRANT_TOKEN_EXCHANGE
 from broker.clients import Client
 from broker.domain import TokenPair
 from broker.errors import InvalidClient, InvalidGrant, InvalidRequest, UnsupportedGrantType
+from broker.flows.dpop import TOKEN_TYPE as DPOP_TOKEN_TYPE
 from broker.flows.tokens import SESSION_GRANT
 from broker.web.bodies import media_type, read_form
 from broker.web.client_addr import client_ip
@@ -35,12 +38,17 @@ async def _form(request: Request) -> FormData:
     return form
 
 
-def _text(form: FormData, name: str) -> str | None:
+def _params(form: FormData) -> dict[str, str]:
+    return {name: value for name, value in form.items() if isinstance(value, str)}
+
+
+def text(form: FormData, name: str) -> str | None:
+    """A form field's value, None when absent or empty."""
     value = form.get(name)
     return value if isinstance(value, str) and value else None
 
 
-async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
+async def limited_form(svc: Services, request: Request, endpoint: str) -> FormData:
     """The form, read only once this request has been charged to its client address (and to the client its
     Basic header names); a client named in the form instead is charged as soon as the form is read."""
     try:
@@ -49,15 +57,15 @@ async def _limited_form(svc: Services, request: Request, endpoint: str) -> FormD
         basic = None
     await svc.limits.check(endpoint, ip=client_ip(request), client_id=basic[0] if basic else None)
     form = await _form(request)
-    if basic is None and _text(form, "client_id") is not None:
-        await svc.limits.check(endpoint, ip=None, client_id=_text(form, "client_id"))
+    if basic is None and text(form, "client_id") is not None:
+        await svc.limits.check(endpoint, ip=None, client_id=text(form, "client_id"))
     return form
 
 
 def authenticate_client(svc: Services, request: Request, form: FormData, *, required: bool) -> Client | None:
     """The calling client, by Basic header or form fields (never both); None when none is named."""
     basic = basic_credentials(request)
-    form_id, form_secret = _text(form, "client_id"), _text(form, "client_secret")
+    form_id, form_secret = text(form, "client_id"), text(form, "client_secret")
     if basic is not None and (form_secret is not None or (form_id and form_id != basic[0])):
         raise InvalidRequest("Use one client authentication method, not two.")
     client_id, secret = basic if basic is not None else (form_id, form_secret)
@@ -78,37 +86,65 @@ def _token_response(request: Request, body: dict[str, object], client: Client | 
     return with_cors(request, JSONResponse(body, headers=NO_STORE), client.client_id if client else "")
 
 
+# The grants a registered client uses, with why it must name itself (refresh tokens of the broker's own pages
+# belong to no client).
+CLIENT_NEEDED = {
+    "authorization_code": "The code grant needs the client's client_id (and secret, if it has one).",
+    "client_credentials": "Client authentication is required.",
+    GRANT_TOKEN_EXCHANGE: "The TikTok SDK exchange needs the app's client_id.",
+    GRANT_DEVICE_CODE: "The device grant needs the client's client_id (and secret, if it has one).",
+}
+
+
 async def token(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "token")
-    grant_type = _text(form, "grant_type")
+    form = await limited_form(svc, request, "token")
+    grant_type = text(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required.")
-    client: Client | None = None
+    if grant_type == SESSION_GRANT:
+        return _token_response(request, {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}, None)
+    if grant_type != "refresh_token" and grant_type not in CLIENT_NEEDED:
+        raise UnsupportedGrantType()
+    client = authenticate_client(svc, request, form, required=grant_type == "client_credentials")
+    if client is None and grant_type != "refresh_token":
+        raise InvalidClient(CLIENT_NEEDED[grant_type])
+    # RFC 9449: the DPoP proof (the key the tokens are bound to) is checked before the grant does any work.
+    jkt = await svc.dpop.token_request(request.headers.getlist("dpop"), client)
+    body = await _grant(svc, request, form, grant_type, client, jkt)
+    if jkt:
+        body["token_type"] = DPOP_TOKEN_TYPE
+    response = _token_response(request, body, client)
+    nonce = svc.dpop.fresh_nonce() if jkt else None
+    if nonce:
+        response.headers["DPoP-Nonce"] = nonce
+    return response
+
+
+async def _grant(svc: Services, request: Request, form: FormData, grant_type: str, client: Client | None,
+                 jkt: str) -> dict[str, object]:
+    """The token answer of one grant, for a client authenticated already (None: only for refresh_token)."""
     if grant_type == "refresh_token":
-        client = authenticate_client(svc, request, form, required=False)
-        refresh_token = _text(form, "refresh_token")
+        refresh_token = text(form, "refresh_token")
         if refresh_token is None:
             raise InvalidRequest("refresh_token is required.")
-        body = await svc.oidc_tokens.refresh(refresh_token, client)
-    elif grant_type == "authorization_code":
-        client = authenticate_client(svc, request, form, required=False)
-        if client is None:
-            raise InvalidClient("The code grant needs the client's client_id (and secret, if it has one).")
-        code, redirect_uri = _text(form, "code"), _text(form, "redirect_uri")
+        return await svc.oidc_tokens.refresh(refresh_token, client, jkt)
+    assert client is not None
+    if grant_type == "authorization_code":
+        code, redirect_uri = text(form, "code"), text(form, "redirect_uri")
         if code is None or redirect_uri is None:
             raise InvalidRequest("code and redirect_uri are required.")
-        body = await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri,
-                                              code_verifier=_text(form, "code_verifier") or "", client=client)
-    elif grant_type == "client_credentials":
-        client = authenticate_client(svc, request, form, required=True)
-        assert client is not None
-        body = svc.oidc_tokens.client_credentials(client, _text(form, "scope"))
-    elif grant_type == SESSION_GRANT:
-        body = {**asdict(await _session_grant(svc, request)), "token_type": "Bearer"}
-    else:
-        raise UnsupportedGrantType()
-    return _token_response(request, body, client)
+        return await svc.oidc_tokens.exchange(code=code, redirect_uri=redirect_uri, client=client, jkt=jkt,
+                                              code_verifier=text(form, "code_verifier") or "")
+    if grant_type == "client_credentials":
+        return svc.oidc_tokens.client_credentials(client, text(form, "scope"), jkt)
+    if grant_type == GRANT_TOKEN_EXCHANGE:
+        return await svc.sdk_exchange.exchange(_params(form), client, ip=client_ip(request), jkt=jkt,
+                                               user_agent=request.headers.get("user-agent", ""))
+    device_code = text(form, "device_code")
+    if device_code is None:
+        raise InvalidRequest("device_code is required.")
+    return await svc.device.poll(device_code, client, jkt)
 
 
 async def _session_grant(svc: Services, request: Request) -> TokenPair:
@@ -126,9 +162,9 @@ async def _session_grant(svc: Services, request: Request) -> TokenPair:
 
 async def revoke(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "revoke")
+    form = await limited_form(svc, request, "revoke")
     client = authenticate_client(svc, request, form, required=False)
-    token_value = _text(form, "token")
+    token_value = text(form, "token")
     if token_value is None:
         raise InvalidRequest("token is required.")
     await svc.tokens.revoke(token_value, client=client)
@@ -138,10 +174,10 @@ async def revoke(request: Request) -> Response:
 
 async def introspect(request: Request) -> Response:
     svc = services(request)
-    form = await _limited_form(svc, request, "introspect")
+    form = await limited_form(svc, request, "introspect")
     caller = authenticate_client(svc, request, form, required=True)
     assert caller is not None
-    token_value = _text(form, "token")
+    token_value = text(form, "token")
     if token_value is None:
         raise InvalidRequest("token is required.")
     answer = await svc.tokens.introspect(token_value, caller=caller)
@@ -151,7 +187,7 @@ async def introspect(request: Request) -> Response:
 async def par(request: Request) -> Response:
     """RFC 9126: an authorization request pushed by its client; /authorize then takes only its request_uri."""
     svc = services(request)
-    form = await _limited_form(svc, request, "par")
+    form = await limited_form(svc, request, "par")
     client = authenticate_client(svc, request, form, required=False)
     if client is None:
         raise InvalidClient("Pushed requests need the client's client_id (and secret, if it has one).")

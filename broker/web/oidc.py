@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from broker.errors import InvalidRequest, InvalidToken
+from broker.errors import InvalidRequest
 from broker.flows.authz_request import AuthorizationError, ClientReply
 from broker.flows.consent import ConsentRequest
 from broker.flows.oidc import AuthorizeStep, ToTikTok
@@ -15,6 +15,7 @@ from broker.web.client_addr import client_ip
 from broker.web.client_reply import deliver
 from broker.web.cookies import read_binding_cookie, read_session_cookie, set_binding_cookie
 from broker.web.cors import with_cors
+from broker.web.dpop import checked_claims
 from broker.web.render import NO_STORE, html_endpoint, render_page
 from broker.web.services import services
 
@@ -86,9 +87,6 @@ async def consent(request: Request) -> Response:
 
 async def userinfo(request: Request) -> Response:
     svc = services(request)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("A bearer access token is required.")
-    claims = await svc.tokens.check_access_token(token.strip())
+    _, claims = await checked_claims(svc, request)
     answer = await svc.oidc_tokens.userinfo(claims)
     return with_cors(request, JSONResponse(answer, headers=NO_STORE), client_id=str(claims.get("client_id", "")))

@@ -70,6 +70,7 @@ def error_headers(error: BrokerError) -> dict[str, str]:
         headers["WWW-Authenticate"] = 'Basic realm="tiktok-broker"'
     elif error.status == 401:
         headers["WWW-Authenticate"] = f'Bearer error="{error.code}"'
+    headers.update(getattr(error, "headers", {}))  # DPoP's challenge and nonce (RFC 9449)
     return headers
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from broker.web import account, cors, gateway, health, oauth, oidc, pages, tiktok_proxy, webhooks, wellknown
+from broker.web import account, cors, device, gateway, health, oauth, oidc, pages, tiktok_proxy, webhooks, wellknown
 
 ROUTES = [
     Route("/auth/verify", gateway.verify, methods=["GET"]),
@@ -34,6 +34,10 @@ ROUTES = [
     Route("/oauth/revoke", cors.preflight, methods=["OPTIONS"]),
     Route("/oauth/introspect", oauth.introspect, methods=["POST"]),
     Route("/oauth/introspect", cors.preflight, methods=["OPTIONS"]),
+    Route("/oauth/device_authorization", device.device_authorization, methods=["POST"]),
+    Route("/device", device.device_page, methods=["GET"]),
+    Route("/device", device.enter_code, methods=["POST"]),
+    Route("/device/confirm", device.confirm, methods=["POST"]),
     Route("/oauth/par", oauth.par, methods=["POST"]),
     Route("/oauth/par", cors.preflight, methods=["OPTIONS"]),
     Route("/tiktok/{path:path}", tiktok_proxy.proxy, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),

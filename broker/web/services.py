@@ -12,7 +12,9 @@ from broker.config import Settings
 from broker.flows.account import AccountFlow
 from broker.flows.consent import ConsentFlow
 from broker.flows.csrf import FormTokens
+from broker.flows.device import DeviceFlow
 from broker.flows.discovery import Discovery
+from broker.flows.dpop import DPoPGuard
 from broker.flows.events import Events
 from broker.flows.login import LoginFlow
 from broker.flows.logout import RpLogout
@@ -20,6 +22,7 @@ from broker.flows.oidc import OidcFlow
 from broker.flows.oidc_tokens import OidcTokens
 from broker.flows.request_limits import RequestLimits
 from broker.flows.revocations import TikTokRevoker
+from broker.flows.sdk_exchange import SdkExchange
 from broker.flows.sessions import SessionService
 from broker.flows.tiktok_api import TikTokApi
 from broker.flows.tiktok_webhook import TikTokWebhooks
@@ -50,6 +53,9 @@ class Services:
     templates: Jinja2Templates
     tiktok_api: TikTokApi
     limits: RequestLimits
+    sdk_exchange: SdkExchange
+    device: DeviceFlow
+    dpop: DPoPGuard
 
 
 def services(request: HTTPConnection) -> Services:

@@ -1,7 +1,7 @@
 """/tiktok/{path}: TikTok's API for downstream services, with the user's TikTok token attached by the broker.
 
-Callers authenticate with a broker access JWT (`Authorization: Bearer`), or, for background jobs, with a
-confidential client's Basic credentials plus `X-Broker-Subject: <sub>`.
+Callers authenticate with a broker access JWT (`Authorization: Bearer`, or `DPoP` with a proof for a bound one),
+or, for background jobs, with a confidential client's Basic credentials plus `X-Broker-Subject: <sub>`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from broker.errors import InvalidRequest, InvalidToken
 from broker.flows.tiktok_api import MAX_BODY, Caller
 from broker.web.bodies import read_body
 from broker.web.client_addr import client_ip
-from broker.web.credentials import basic_credentials, bearer_token
+from broker.web.credentials import basic_credentials
+from broker.web.dpop import checked_claims, presented_token
 from broker.web.render import NO_STORE
 from broker.web.services import Services, services
 
@@ -36,9 +37,8 @@ def _parameters(request: Request) -> dict[str, str]:
 
 
 async def _caller(svc: Services, request: Request) -> Caller:
-    token = bearer_token(request)
-    if token is not None:
-        return await svc.tiktok_api.caller_for_token(token)
+    if presented_token(request) is not None:
+        return svc.tiktok_api.caller_for_claims((await checked_claims(svc, request))[1])
     basic = basic_credentials(request)
     if basic is not None:
         client_id, secret = basic

@@ -17,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--redirect-uri", action="append", default=[], help="a registered redirect URI")
+    parser.add_argument("--sdk-redirect-uri", action="append", default=[],
+                        help="an iOS or Android build's https redirect URI (SDK-style codes)")
     parser.add_argument("--webhook-url", default=None, help="where to deliver signed webhook events")
     parser.add_argument("--public-url", default=None,
                         help="the base URL browsers reach the emulator at (default http://HOST:PORT)")
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> EmulatorConfig:
-    return EmulatorConfig(redirect_uris=tuple(args.redirect_uri), webhook_url=args.webhook_url,
+    return EmulatorConfig(redirect_uris=tuple(args.redirect_uri), sdk_redirect_uris=tuple(args.sdk_redirect_uri),
+                          webhook_url=args.webhook_url,
                           public_url=args.public_url or f"http://{args.host}:{args.port}")
 
 

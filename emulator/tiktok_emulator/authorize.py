@@ -28,6 +28,7 @@ from tiktok_emulator.endpoint import emulated
 from tiktok_emulator.pages import consent_page, error_page
 from tiktok_emulator.redirects import is_registered
 from tiktok_emulator.responses import form_value, form_values, note_error
+from tiktok_emulator.sdk import sdk_challenge_problem
 from tiktok_emulator.sessions import PendingAuthorization
 from tiktok_emulator.state import EmulatorState, emulator
 from tiktok_emulator.users import MAX_DISPLAY_NAME
@@ -47,7 +48,8 @@ def _parse(config: EmulatorConfig, q: QueryParams) -> PendingAuthorization | tup
     if q.get("response_type") != "code":
         return "response_type", "response_type must be 'code'."
     redirect_uri = q.get("redirect_uri", "")
-    if not is_registered(redirect_uri, config.redirect_uris, config.platform):
+    sdk = redirect_uri in config.sdk_redirect_uris  # the app's iOS or Android build, through TikTok's SDK
+    if not sdk and not is_registered(redirect_uri, config.redirect_uris, config.platform):
         return "redirect_uri", "The redirect_uri is not registered for this app (exact match required)."
     scopes = list(dict.fromkeys(s.strip() for s in q.get("scope", "").split(",") if s.strip()))
     if not scopes:
@@ -59,8 +61,12 @@ def _parse(config: EmulatorConfig, q: QueryParams) -> PendingAuthorization | tup
     method = q.get("code_challenge_method")
     if method is not None and method != "S256":
         return "code_challenge_method", "Only code_challenge_method=S256 is supported."
+    if sdk:
+        problem = sdk_challenge_problem(challenge)
+        if problem:
+            return "code_challenge", problem
     # Mobile SDKs omit the method, so web accepts a bare challenge; desktop documents both as required.
-    if config.platform == "desktop" and (challenge is None or method is None):
+    elif config.platform == "desktop" and (challenge is None or method is None):
         return ("code_challenge", "PKCE is required: send code_challenge.") if challenge is None else (
             "code_challenge_method", "code_challenge_method=S256 is required.")
     if challenge is None and config.require_pkce_web:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tiktok_emulator.redirects import registration_problem
+from tiktok_emulator.redirects import registration_problem, sdk_registration_problem
 
 Platform = Literal["web", "desktop"]
 TtlProfile = Literal["2026", "legacy"]
@@ -96,6 +96,9 @@ class EmulatorConfig:
     # Deviation: for "web" the emulator also accepts http://127.0.0.1 / localhost registrations,
     # which TikTok refuses (https public hosts only), because the emulator runs on a laptop.
     redirect_uris: tuple[str, ...] = ()
+    # The app's iOS and Android builds (contract §12): their https universal links / app links, registered at
+    # TikTok beside the web redirect URIs. A code for one of them is an SDK-style code (see sdk.py).
+    sdk_redirect_uris: tuple[str, ...] = ()
     approved_scopes: tuple[str, ...] = (BASIC, PROFILE, STATS, "video.list", VIDEO_PUBLISH, VIDEO_UPLOAD)
     users: tuple[TestUser, ...] = DEFAULT_USERS
     require_pkce_web: bool = True
@@ -145,6 +148,12 @@ class EmulatorConfig:
             problem = registration_problem(uri, self.platform)
             if problem:
                 found.append(f"redirect_uri {uri!r}: {problem}")
+        for uri in self.sdk_redirect_uris:
+            problem = sdk_registration_problem(uri)
+            if problem:
+                found.append(f"sdk_redirect_uri {uri!r}: {problem}")
+        if len(self.sdk_redirect_uris) > MAX_REDIRECT_URIS:
+            found.append(f"at most {MAX_REDIRECT_URIS} sdk_redirect_uris may be registered")
         if BASIC not in self.approved_scopes:
             found.append(f"approved_scopes must include {BASIC} (Login Kit adds it to every app)")
         if len({u.open_id for u in self.users}) != len(self.users):

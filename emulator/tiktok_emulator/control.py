@@ -1,4 +1,5 @@
-"""The `/_emulator/` JSON control API for tests and demos: faults, call log, forced expiry, webhook triggers.
+"""The `/_emulator/` JSON control API for tests and demos: faults, call log, forced expiry, webhook triggers,
+SDK-style codes without a phone (sdk.py).
 
 It can end sessions, hand out tokens and list them, so no web page may reach it: it answers only requests whose
 Host is a loopback name or the emulator's own public host (a page on another site, even one whose name resolves
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tiktok_emulator.faults import parse_fault
+from tiktok_emulator.sdk import sdk_authorize
 from tiktok_emulator.state import emulator
 
 REASONS = range(6)  # authorization.removed reasons 0-5 (contract §6)
@@ -142,4 +144,5 @@ routes = [
     Route("/_emulator/users", local_only(list_users), methods=["GET"]),
     Route("/_emulator/users/{open_id}/tokens", local_only(tokens_for), methods=["GET"]),
     Route("/_emulator/reset", local_only(reset), methods=["POST"]),
+    Route("/_emulator/sdk/authorize", local_only(sdk_authorize), methods=["POST"]),
 ]

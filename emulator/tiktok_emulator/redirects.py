@@ -39,6 +39,18 @@ def registration_problem(uri: str, platform: str) -> str | None:
     return None
 
 
+def sdk_registration_problem(uri: str) -> str | None:
+    """Why TikTok would refuse `uri` as an iOS or Android redirect URI: an https universal link or app link."""
+    if len(uri) >= MAX_LENGTH:
+        return f"must be shorter than {MAX_LENGTH} characters"
+    if "?" in uri or "#" in uri:
+        return "must not contain a query string or fragment"
+    parts = urlsplit(uri)
+    if parts.scheme != "https" or not parts.hostname:
+        return "iOS and Android apps must register an https URL with a host (a universal link or app link)"
+    return None
+
+
 def _pattern(registered: str) -> re.Pattern[str]:
     head, _, tail = registered.partition(_WILDCARD_PORT)
     return re.compile(re.escape(head) + r":[0-9]{1,5}" + re.escape(tail))

@@ -21,9 +21,11 @@ app = Starlette(routes=[Route("/me", me)],
 
 In FastAPI, per route instead: `claims: dict = Depends(broker_sdk.asgi.require_claims(verifier))`. Elsewhere:
 `claims = await verifier.verify(token)` raises TokenRejected (answer 401) or VerifierUnavailable (503).
-For revocation within seconds add `introspection=Introspection(url, client_id, client_secret)`.
+For revocation within seconds add `introspection=Introspection(url, client_id, client_secret)`. A token bound to
+a DPoP key (`cnf.jkt`, sent as `Authorization: DPoP`) needs its proof checked too: `broker_sdk.dpop.DPoPChecker`.
 """
 
+from broker_sdk.dpop import DPoPChecker, DPoPProof, DPoPRejected
 from broker_sdk.errors import TokenRejected, VerifierUnavailable
 from broker_sdk.introspection import Introspection
 from broker_sdk.jwks import JwksCache, JwksStats
@@ -33,6 +35,9 @@ from broker_sdk.verifier import BrokerVerifier, Claims
 __all__ = [
     "BrokerVerifier",
     "Claims",
+    "DPoPChecker",
+    "DPoPProof",
+    "DPoPRejected",
     "Introspection",
     "JwksCache",
     "JwksStats",

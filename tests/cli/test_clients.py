@@ -41,6 +41,21 @@ def test_a_public_client_entry_has_no_secret(tmp_path: Path) -> None:
     assert load_clients(path).authenticate("spa", None).client_id == "spa"
 
 
+def test_a_mobile_app_entry_for_the_tiktok_sdk_exchange(tmp_path: Path) -> None:
+    exchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+    args = ("clients", "new", "--client-id", "mobile", "--public", "--first-party", "--grant-type", exchange,
+            "--grant-type", "refresh_token", "--tiktok-redirect-uri", "https://app.example.com/tiktok/cb",
+            "--dpop-bound-access-tokens")
+    result = run_broker(*args, env=broker_env(), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "clients.json"
+    path.write_text(json.dumps({"clients": [json.loads(result.stdout)]}))
+    client = load_clients(path).authenticate("mobile", None)
+    assert client.tiktok_redirect_uris == ("https://app.example.com/tiktok/cb",) and client.dpop_bound
+    refused = run_broker(*[arg for arg in args if arg != "--first-party"], env=broker_env(), cwd=tmp_path)
+    assert refused.returncode == 2 and "only a first_party client may use it" in refused.stderr
+
+
 BAD_FILES = {
     "not a mapping": "- a\n- b\n",
     "plain secret": "clients:\n  - client_id: x\n    client_secret: hunter2\n",

@@ -147,7 +147,8 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield venv
     finally:
         shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(ROOT / "build", ignore_errors=True)
+        for package in (ROOT, ROOT / "sdk"):  # what building the wheels left in the working tree
+            shutil.rmtree(package / "build", ignore_errors=True)
 
 
 def as_runtime_user() -> dict[str, object]:

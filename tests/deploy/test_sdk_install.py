@@ -3,6 +3,7 @@ cryptography and their own dependencies, nothing of the server, and it verifies 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ def sdk_venv() -> Iterator[Path]:
                          "--wheel-dir", str(venv / "wheel"), str(ROOT / "sdk")]):
             result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
             assert result.returncode == 0, result.stdout + result.stderr
+        shutil.rmtree(ROOT / "sdk" / "build", ignore_errors=True)  # what building the wheel left in the working tree
         wheel = next((venv / "wheel").glob("*.whl"))
         installed = subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)],
                                    capture_output=True, text=True, timeout=120, check=False)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from broker.clock import FrozenClock
-from broker.errors import BrokerError, UpstreamError, UpstreamRejected, UpstreamUnavailable
+from broker.errors import BrokerError, UpstreamError, UpstreamRefusedRequest, UpstreamRejected, UpstreamUnavailable
 from broker.providers.tiktok import REFRESH_PATIENCE, TikTokProvider, new_code_verifier, pkce_challenge
 
 NOW = 1_800_000_000.0
@@ -168,7 +168,7 @@ TOKEN_FAILURES: list[tuple[str, int, Any, type[BrokerError]]] = [
     ("invalid_grant with 200", 200, oauth_error("invalid_grant"), UpstreamRejected),
     ("invalid_grant with 400", 400, oauth_error("invalid_grant"), UpstreamRejected),
     ("invalid_client with 200", 200, oauth_error("invalid_client"), UpstreamError),
-    ("invalid_request with 400", 400, oauth_error("invalid_request"), UpstreamError),
+    ("invalid_request with 400", 400, oauth_error("invalid_request"), UpstreamRefusedRequest),
     ("server_error with 200", 200, oauth_error("server_error"), UpstreamUnavailable),
     ("temporarily_unavailable", 200, oauth_error("temporarily_unavailable"), UpstreamUnavailable),
     ("error wins over access_token", 200, {**GOOD, **oauth_error("invalid_client")}, UpstreamError),
@@ -206,7 +206,8 @@ async def test_token_failures_map_to_our_errors(up: Upstream, call: Callable[[Up
     with pytest.raises(BrokerError) as caught:
         await call(up)
     assert type(caught.value) is expected  # exact: UpstreamUnavailable is also an UpstreamError
-    statuses: dict[type[BrokerError], int] = {UpstreamRejected: 400, UpstreamError: 502, UpstreamUnavailable: 503}
+    statuses: dict[type[BrokerError], int] = {UpstreamRejected: 400, UpstreamError: 502, UpstreamUnavailable: 503,
+                                              UpstreamRefusedRequest: 502}
     assert caught.value.status == statuses[expected]
     assert LOG_ID not in caught.value.description
     if isinstance(body, dict) and body.get("log_id"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from jwt import PyJWKSet
 
 from broker.app import create_app
@@ -42,6 +43,15 @@ async def test_discovery_names_issuer_and_jwks(client: httpx.AsyncClient, base_s
     assert {"offline_access", "openid", "profile"} <= set(document["scopes_supported"])
     # RFC 8414 asks for the same metadata at its own well-known name.
     assert (await client.get("/.well-known/oauth-authorization-server")).json() == document
+
+
+async def test_discovery_lists_the_native_app_grants_and_the_device_endpoint(client: httpx.AsyncClient,
+                                                                             base_settings: Settings) -> None:
+    document = (await client.get("/.well-known/openid-configuration")).json()
+    AuthorizationServerMetadata(document).validate()  # Authlib's RFC 8414 checks
+    assert document["device_authorization_endpoint"] == f"{base_settings.issuer}/oauth/device_authorization"
+    assert {"urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:grant-type:device_code"} <= set(document["grant_types_supported"])
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
