@@ -25,9 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.domain import IssuedToken
-from broker.errors import InvalidRequest, InvalidReturnUrl, InvalidToken
+from broker.errors import BrokerError, InvalidRequest, InvalidReturnUrl, InvalidToken
 from broker.web.client_addr import HOST, forwarded
 from broker.web.cookies import read_session_cookie
+from broker.web.credentials import bearer_token
 from broker.web.render import NO_STORE, json_error
 from broker.web.services import Services, services
 
@@ -52,12 +53,6 @@ def _flag(value: str | None, name: str) -> bool:
     if value.lower() in ("1", "true"):
         return True
     raise InvalidRequest(f"{name} must be 1 or 0.")
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 def _forward_auth_original(request: Request) -> str | None:
@@ -111,33 +106,66 @@ def _denied(svc: Services, request: Request, check: _Check, error: InvalidToken)
     return json_error(error, extra_headers={"Location": location})
 
 
-def _allowed(token: str, claims: dict[str, object]) -> Response:
+@dataclass(frozen=True)
+class Allowed:
+    """An allowed check: the broker JWT the upstream gets, and whom it names."""
+
+    token: str
+    user: str
+    open_id: str
+
+
+async def bearer_check(svc: Services, token: str) -> Allowed:
+    """A bearer JWT meant for the gateway, live and on no denylist; InvalidToken otherwise."""
+    # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
+    claims = await svc.tokens.check_access_token(token, audience=svc.settings.token_audience)
+    return Allowed(token, str(claims.get("sub", "")), str(claims.get("tiktok_open_id", "")))
+
+
+async def cookie_check(svc: Services, cookie_value: str | None) -> Allowed | None:
+    """The session behind a cookie, and its (cached) JWT; None when there is no live session. Most checks need
+    no Redis round trip (the session cache)."""
+    session = await svc.sessions.resolve(cookie_value)
+    if session is None:
+        return None
+    issued: IssuedToken = svc.sessions.access_token_for(session)
+    return Allowed(issued.token, str(issued.claims.get("sub", "")), str(issued.claims.get("tiktok_open_id", "")))
+
+
+def _allowed(allowed: Allowed) -> Response:
     headers = {
         **NO_STORE,
-        "Authorization": f"Bearer {token}",
-        "X-Auth-Request-User": str(claims.get("sub", "")),
-        "X-Auth-Request-Open-Id": str(claims.get("tiktok_open_id", "")),
+        "Authorization": f"Bearer {allowed.token}",
+        "X-Auth-Request-User": allowed.user,
+        "X-Auth-Request-Open-Id": allowed.open_id,
     }
     return Response(status_code=200, headers=headers)
 
 
+# Where the lean path (gateway_fast.py) leaves the denial or error it found, so that the check is not run twice.
+FOUND = "broker.gateway_found"
+NO_SESSION = "No valid session."
+
+
 async def _verify(request: Request, describe: Callable[[], _Check]) -> Response:
-    """200 with a fresh broker JWT for the upstream, or a denial. Most checks need no Redis round trip (the
-    session cache), and only a denial needs to know the original request (`describe`)."""
+    """200 with a fresh broker JWT for the upstream, or a denial; only a denial needs to know the original
+    request (`describe`)."""
     svc = services(request)
-    bearer = _bearer(request)
+    found = request.scope.pop(FOUND, None)
+    if isinstance(found, InvalidToken):
+        return _denied(svc, request, describe(), found)
+    if isinstance(found, BrokerError):
+        raise found  # answered by the error handlers (the store away: 503 with Retry-After)
+    bearer = bearer_token(request)
     if bearer is not None:
         try:
-            # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
-            claims = await svc.tokens.check_access_token(bearer, audience=svc.settings.token_audience)
+            return _allowed(await bearer_check(svc, bearer))
         except InvalidToken as error:
             return _denied(svc, request, describe(), error)
-        return _allowed(bearer, claims)
-    session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
-    if session is None:
-        return _denied(svc, request, describe(), InvalidToken("No valid session."))
-    issued: IssuedToken = svc.sessions.access_token_for(session)
-    return _allowed(issued.token, issued.claims)
+    allowed = await cookie_check(svc, read_session_cookie(request, svc.settings))
+    if allowed is None:
+        return _denied(svc, request, describe(), InvalidToken(NO_SESSION))
+    return _allowed(allowed)
 
 
 async def verify(request: Request) -> Response:
