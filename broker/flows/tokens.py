@@ -17,6 +17,7 @@ from broker.errors import BrokerError, InvalidClient, InvalidGrant, InvalidToken
 from broker.flows.events import Events
 from broker.flows.sessions import SessionService
 from broker.metrics import Metrics
+from broker.signing.tokens import new_jti
 from broker.store.families import Families
 from broker.store.local_cache import TrackedCache, disabled_cache
 
@@ -84,9 +85,12 @@ class TokenFlow:
     def _new_refresh_token(self, session: Session) -> str:
         return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
 
-    def _pair(self, family: Session, refresh_token: str, client: Client | None) -> TokenPair:
-        issued = self.sessions.mint(family, audience=client.token_audience if client else None)
-        expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
+    def _pair(self, family: Session, refresh_token: str, client: Client | None, *, now: float | None = None,
+              jti: str | None = None) -> TokenPair:
+        """The pair handed out; the same `now` and `jti` give the same pair again (a replay in the grace window)."""
+        now = self.clock.now() if now is None else now
+        issued = self.sessions.mint(family, audience=client.token_audience if client else None, now=now, jti=jti)
+        expires_in = max(1, math.ceil(issued.expires_at - now))
         return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
                          scope=" ".join((*family.client_scopes, *family.scopes)))
 
@@ -113,8 +117,12 @@ class TokenFlow:
 
     async def refresh(self, presented: str, *, client: Client | None) -> TokenPair:
         """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family."""
+        return (await self.refresh_family(presented, client=client))[0]
+
+    async def refresh_family(self, presented: str, *, client: Client | None) -> tuple[TokenPair, Session]:
+        """As refresh, with the family as the rotation left it (an OpenID refresh signs its ID token from it)."""
         try:
-            outcome, pair = await self._rotate(presented, client)
+            outcome, pair, family = await self._rotate(presented, client)
         except InvalidGrant as refused:
             reason = refused.log_detail if refused.log_detail in REFUSALS else REFUSED_INVALID
             self.metrics.refresh_grants.labels(reason).inc()
@@ -123,38 +131,34 @@ class TokenFlow:
             self.metrics.refresh_grants.labels("error").inc()  # Redis away, most likely
             raise
         self.metrics.refresh_grants.labels(outcome).inc()
-        return pair
+        return pair, family
 
-    async def _rotate(self, presented: str, client: Client | None) -> tuple[str, TokenPair]:
+    async def _rotate(self, presented: str, client: Client | None) -> tuple[str, TokenPair, Session]:
         parsed = parse_refresh_token(presented)
-        loaded = await self.families.load(parsed.user_id, parsed.sid) if parsed else None
-        if parsed is None or loaded is None or loaded[0].kind != "refresh":
+        if parsed is None:
             raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
-        family, _ = loaded
-        self._check_client(family, client)
-        successor = self._new_refresh_token(family)
-        pair = self._pair(family, successor, client)
-        status, replayed = await self.families.rotate(
-            family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
+        # Everything the answer needs but the family is made before the one round trip: the successor, the id and
+        # instant of its access token (sealed into the grace copy, so that a replay signs the very same pair).
+        successor = f"{REFRESH_PREFIX}.{parsed.user_id}.{parsed.sid}.{secrets.token_urlsafe(32)}"
+        rotation = await self.families.rotate(
+            parsed.user_id, parsed.sid, parsed.hash, successor, token_hash(successor), jti=new_jti(),
+            client_id=client.client_id if client else "", now=self.clock.now(), grace=self.policy.grace,
             idle_ttl=self.policy.idle_ttl)
-        if status == "rotated":
-            return "rotated", pair
-        if status == "replayed" and replayed is not None:
-            return "replayed", replayed  # parallel tabs presenting the same token get the same answer
-        if status == "reused":
+        family = rotation.family
+        if rotation.outcome in ("rotated", "replayed") and family is not None:
+            # Parallel tabs presenting the same token inside the grace window get the same answer.
+            pair = rotation.legacy_pair or self._pair(family, rotation.refresh_token, client,
+                                                      now=rotation.rotated_at, jti=rotation.jti)
+            return rotation.outcome, pair, family
+        if rotation.outcome == "wrong_client":
+            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
+        if rotation.outcome == "reused":
             log.warning("refresh token reused after its grace window: family revoked",
-                        extra={"user_id": family.user_id, "sid": family.sid})
-            await self._revoked(family.user_id, family.sid, "refresh_token_reused")
+                        extra={"user_id": parsed.user_id, "sid": parsed.sid})
+            await self._revoked(parsed.user_id, parsed.sid, "refresh_token_reused")
             raise InvalidGrant("The refresh token was already used; the session has been ended.",
                                log_detail=REFUSED_REUSED)
         raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
-
-    @staticmethod
-    def _check_client(family: Session, client: Client | None) -> None:
-        if family.client_id and (client is None or client.client_id != family.client_id):
-            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
-        if not family.client_id and client is not None:
-            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
 
     async def revoke(self, token: str, *, client: Client | None) -> None:
         """RFC 7009: end a refresh family, or denylist an access JWT until it expires. Unknown tokens: no-op."""
