@@ -41,9 +41,10 @@ if presented == s['rt'] then
   redis.call('HSET', KEYS[1], 'rt', ARGV[3], 'rt_prev', presented, 'rt_rotated_at', ARGV[1],
              'last_seen', ARGV[1], 'idle_expires_at', idle)
   redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(idle) * 1000))
-  redis.call('LPUSH', KEYS[2], presented)
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
-  redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
+  -- The spent list lives as long as the family can: its expiry is set once, with its first entry.
+  local spent = redis.call('LPUSH', KEYS[2], presented)
+  if spent > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1) end
+  if spent == 1 then redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000)) end
   -- Only the token just spent can be replayed, so the previous rotation's grace copy is useless from here on:
   -- drop it, so that the one named after rt_prev is the family's only one and ending the family finds it.
   if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. ':rtg:' .. s['rt_prev']) end
