@@ -15,7 +15,7 @@ import io
 import pstats
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ async def profile(stack: Stack, count: int, rounds: int, top: int) -> str:
     port = stack.broker_ports[0]
     answer: dict[str, str] = {}
 
-    async def capture(message: dict[str, Any]) -> None:
+    async def capture(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             answer.update({k.decode(): v.decode() for k, v in message["headers"]
                            if k.decode() not in ("content-length", "x-request-id")})

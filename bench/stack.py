@@ -28,6 +28,8 @@ SCOPES = "user.info.basic,user.info.profile"
 CLIENT_KEY = "emulator-client-key"
 CLIENT_SECRET = "emulator-client-secret"  # noqa: S105 (the emulator's published fake)
 BROKER_SLOTS = 2  # the emulator registers this many broker callbacks up front
+# A confidential app of the broker's (figure peer): client_secret_basic, an OpenID scope, ES256 ID tokens.
+APP_ID, APP_SECRET = "bench-app", "bench-app-secret-0123456789abcdef"
 BROKER_COMMAND = ("serve", "--host", "127.0.0.1")  # `python -m broker serve`: what a deployment runs
 START_UP_LINE = re.compile(r'"message": "serving on ([a-z0-9]+) with ([a-z0-9]+), Redis replies parsed by ([a-z]+)')
 
@@ -76,6 +78,17 @@ class Stack:
         self._exit.callback(server.stop)
         return server
 
+    @cached_property
+    def clients_file(self) -> Path:
+        from broker.clients import secret_digest
+
+        path = self.workdir / "clients.json"
+        path.write_text(json.dumps({"clients": [{
+            "client_id": APP_ID, "client_secret_sha256": secret_digest(APP_SECRET),
+            "token_endpoint_auth_method": "client_secret_basic", "redirect_uris": ["https://app.bench.example/cb"],
+            "scopes": ["openid"], "id_token_signed_response_alg": "ES256"}]}))
+        return path
+
     @property
     def emulator_url(self) -> str:
         return f"http://127.0.0.1:{self.emulator_port}"
@@ -95,6 +108,7 @@ class Stack:
             "BROKER_TIKTOK_SCOPES": SCOPES,
             "BROKER_TIKTOK_TIMEOUT": "10",
             "BROKER_RATE_LIMITS": "off",  # every load comes from 127.0.0.1: measure the work, not the limiter
+            "BROKER_CLIENTS_FILE": str(self.clients_file),
         })
         return env
 
@@ -126,6 +140,11 @@ class Stack:
     @cached_property
     def broker(self) -> Broker:
         return self.start_broker("broker", 0)
+
+    def start_broker_with(self, name: str, **variables: str) -> ServerProcess:
+        """`broker serve` on the real Redis with some BROKER_* variables changed (no login runs against it)."""
+        port = free_port()
+        return self._start_broker_command(name, port, {**self.broker_env(port, self.redis.url), **variables})
 
     def start_workers(self, name: str, *, broker: bool, workers: int) -> ServerProcess:
         """The broker (on the real Redis) or the bare app with `workers` uvicorn worker processes sharing one
