@@ -11,6 +11,7 @@ from bench import (
     fig_peer,
     fig_redis,
     fig_refresh_http,
+    fig_refresh_shares,
     fig_scaling,
     fig_verify_http,
 )
@@ -22,6 +23,7 @@ FIGURES: tuple[Figure, ...] = (
     fig_latency.FIGURE,
     fig_redis.FIGURE,
     fig_refresh_http.FIGURE,
+    fig_refresh_shares.FIGURE,
     fig_peer.FIGURE,
     fig_scaling.FIGURE,
     fig_memory.FIGURE,
