@@ -33,13 +33,19 @@ class ChainSpec:
     duration: float = 3.0
     max_requests: int = 200_000
     host: str = "127.0.0.1"
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (a client's Basic credentials)
+
+
+def post_request(path: str, port: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """The bytes of a form POST on a keep-alive connection."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: broker-bench\r\n{extra}"
+            f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
 
 
 def refresh_request(spec: ChainSpec, refresh_token: str) -> bytes:
-    body = REFRESH_FORM + refresh_token.encode("ascii")
-    head = (f"POST {spec.path} HTTP/1.1\r\nHost: 127.0.0.1:{spec.port}\r\nUser-Agent: broker-bench\r\n"
-            f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\n\r\n")
-    return head.encode("latin-1") + body
+    return post_request(spec.path, spec.port, REFRESH_FORM + refresh_token.encode("ascii"), spec.headers)
 
 
 def next_refresh_token(body: bytes) -> str | None:

@@ -27,6 +27,10 @@ class BenchConfig:
     # Refresh-token rotation: the HTTP load above (same rounds, seconds, concurrency), and the counted pass.
     counted_refreshes: int = 100
     counted_grants: int = 10
+    # Where a refresh's time goes: in-process, chained refreshes per round.
+    share_warmup: int = 300
+    share_rounds: int = 7
+    share_refreshes: int = 1000
     # The worst-case logout: families asked for from one session, browser sessions, interleaved rounds.
     logout_families: int = 1500
     logout_sessions: int = 1000
@@ -37,4 +41,5 @@ class BenchConfig:
         return replace(self, jwt_rounds=5, jwt_batch_seconds=0.01, http_rounds=2, http_seconds=0.5,
                        http_warmup_seconds=0.2, login_rounds=2, logins_per_round=3, counted_logins=3,
                        counted_checks=20, counted_refreshes=20, counted_grants=3, logout_families=200,
-                       logout_sessions=150, logout_rounds=2)
+                       logout_sessions=150, logout_rounds=2, share_warmup=20,
+                       share_rounds=2, share_refreshes=100)

@@ -26,7 +26,8 @@ from bench.stats import interleaved, median, percentile, ratios
 from broker.web.cookies import session_cookie_name
 
 OPERATIONS = {"login": "GET /login", "callback": "GET /callback (after consent)",
-              "cookie": "GET /auth/verify, cookie", "bearer": "GET /auth/verify, bearer JWT"}
+              "cookie": "GET /auth/verify, cookie", "bearer": "GET /auth/verify, bearer JWT",
+              "logout": "POST /logout (the user's other sessions stay)"}
 
 
 async def _count(broker: Broker, meter: Meter, config: BenchConfig) -> dict[str, Tally]:
@@ -53,6 +54,17 @@ async def _count(broker: Broker, meter: Meter, config: BenchConfig) -> dict[str,
                 if (await client.get(verify, headers=headers)).status_code != 200:
                     raise RuntimeError(f"{name} check refused")
             meter.add(tallies[name], start, config.counted_checks)
+        # Logouts of sessions made by the logins above (the first ones, whose JWTs were never handed out).
+        sessions = [await broker_login(client, broker) for _ in range(config.counted_logins)]
+        client.cookies.clear()
+        start = meter.point()
+        for value in sessions:
+            answer = await client.post(f"{broker.url}/logout", headers={
+                "Origin": broker.settings.issuer, "Cookie": f"{session_cookie_name(broker.settings)}={value}",
+                "Content-Type": "application/x-www-form-urlencoded"})
+            if answer.status_code != 303:
+                raise RuntimeError(f"logout answered {answer.status_code}: {answer.text[:200]}")
+        meter.add(tallies["logout"], start, config.counted_logins)
     return tallies
 
 
@@ -100,7 +112,8 @@ def run(stack: Stack, config: BenchConfig) -> FigureResult:
         headers=("operation", "commands", "round trips", "commands by name"),
         rows=tuple((OPERATIONS[name], f"{t.commands:g}", f"{t.round_trips:g}", t.breakdown())
                    for name, t in tallies.items()),
-        notes=(f"means over {config.counted_logins} logins and {config.counted_checks} checks of each kind; "
+        notes=(f"means over {config.counted_logins} logins, {config.counted_checks} checks of each kind and "
+               f"{config.counted_logins} logouts; "
                "MULTI/EXEC and a script's inner commands count as commands, each block as one round trip",))
 
     broker = stack.broker

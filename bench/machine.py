@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import subprocess
@@ -11,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.serving import server_stack
 from broker.store.embedded import find_redis_server
 
-PACKAGES = ("starlette", "uvicorn", "httpx", "redis", "PyJWT", "cryptography", "h11")
+PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "hiredis", "httpx", "redis", "PyJWT", "cryptography")
 
 
 def _cpu_model() -> str:
@@ -46,14 +46,14 @@ def describe() -> dict[str, Any]:
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     load1, load5, _ = os.getloadavg()
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    stack = server_stack()
     return {
         "cpu": f"{_cpu_model()}, {cores} logical cores ({usable} usable)",
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {sys.version.split()[0]}",
         "redis-server": _redis_version(),
         "packages": ", ".join(f"{p} {_version(p)}" for p in PACKAGES),
-        "uvicorn loop/http": f"{loop}/{http} (uvicorn's auto choice)",
+        "server stack": f"{stack['loop']} loop, {stack['http']} parser, Redis replies by {stack['redis_parser']} "
+                        "(every server: `broker serve` and the bare app alike)",
         "load average at start": f"{load1:.2f} {load5:.2f}",
     }

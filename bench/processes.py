@@ -1,4 +1,5 @@
-"""Servers as child processes (`python -m bench.serve_*`), so the load generator never shares their GIL."""
+"""Servers as child processes (`python -m broker serve`, `python -m bench.serve_*`), so the load generator never
+shares their GIL."""
 
 from __future__ import annotations
 
@@ -31,14 +32,25 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
+
     def start(self) -> ServerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.args]
+        command = [sys.executable, "-m", self.module, *self.args, "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                              stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_ready()
         return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def _log_tail(self) -> str:
         try:

@@ -1,4 +1,6 @@
-"""One uvicorn configuration for every server the benchmarks start, so the sides differ only in the app."""
+"""One uvicorn configuration for the servers the benchmarks start beside `broker serve` (the bare floor, the
+emulator), so that the sides differ only in the app: the options and the event loop and parser `broker serve`
+uses (broker/serving.py), minus its info-level log."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Any
 
 import uvicorn
 
-# The options `broker serve` uses (see broker/cli.py), minus the info-level log: one worker, no access log.
+# The options `broker serve` uses (see broker/serving.py), minus the info-level log: no access log, uvicorn's own
+# choice of loop and parser (uvloop and httptools, installed with the server).
 UVICORN_OPTIONS: dict[str, Any] = {
     "host": "127.0.0.1",
     "log_level": "warning",
@@ -16,7 +19,16 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "server_header": False,
     "proxy_headers": False,
     "lifespan": "on",
+    "loop": "auto",
+    "http": "auto",
 }
+
+
+def server_stack() -> dict[str, str]:
+    """The event loop, HTTP parser and Redis reply parser every server here runs on (as `broker serve` reports)."""
+    from broker.serving import stack_description, uvicorn_config
+
+    return stack_description(uvicorn_config(None, "127.0.0.1", 0))
 
 
 def port_argument(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,8 +1,9 @@
 """Everything the figures run against, each part started on first use and all stopped at the end.
 
 One real redis-server (EmbeddedRedis on a free loopback port), the TikTok emulator, the broker and the
-bare floor app, each a uvicorn child process with the same options (bench/serving.py). The broker reads
-its configuration from BROKER_* variables exactly as `broker serve` does.
+bare floor app, each a child process. The broker is the shipped command, `python -m broker serve`, configured by
+BROKER_* variables; the bare app and the emulator run under uvicorn with the options `broker serve` uses
+(bench/serving.py), on the same event loop and HTTP parser: the stack checks the broker's start-up line for that.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import base64
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from bench.processes import ServerProcess
+from bench.serving import server_stack
 from broker.clock import SystemClock
 from broker.config import Settings, load_settings
 from broker.signing.keyring import create_key
@@ -25,6 +28,10 @@ SCOPES = "user.info.basic,user.info.profile"
 CLIENT_KEY = "emulator-client-key"
 CLIENT_SECRET = "emulator-client-secret"  # noqa: S105 (the emulator's published fake)
 BROKER_SLOTS = 2  # the emulator registers this many broker callbacks up front
+# A confidential app of the broker's (figure peer): client_secret_basic, an OpenID scope, ES256 ID tokens.
+APP_ID, APP_SECRET = "bench-app", "bench-app-secret-0123456789abcdef"
+BROKER_COMMAND = ("serve", "--host", "127.0.0.1")  # `python -m broker serve`: what a deployment runs
+START_UP_LINE = re.compile(r'"message": "serving on ([a-z0-9]+) with ([a-z0-9]+), Redis replies parsed by ([a-z]+)')
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,9 @@ class Stack:
     def keys_dir(self) -> Path:
         directory = self.workdir / "keys"
         clock = SystemClock()
-        create_key(directory, alg="ES256", activate_at=clock.now() - 1, clock=clock, jwks_max_age=300)
+        # ES256 signs access tokens; RS256 signs ID tokens, and `broker serve` refuses to start without one.
+        for alg in ("ES256", "RS256"):
+            create_key(directory, alg=alg, activate_at=clock.now() - 1, clock=clock, jwks_max_age=300)
         return directory
 
     @cached_property
@@ -68,6 +77,17 @@ class Stack:
         server.start()
         self._exit.callback(server.stop)
         return server
+
+    @cached_property
+    def clients_file(self) -> Path:
+        from broker.clients import secret_digest
+
+        path = self.workdir / "clients.json"
+        path.write_text(json.dumps({"clients": [{
+            "client_id": APP_ID, "client_secret_sha256": secret_digest(APP_SECRET),
+            "token_endpoint_auth_method": "client_secret_basic", "redirect_uris": ["https://app.bench.example/cb"],
+            "scopes": ["openid"], "id_token_signed_response_alg": "ES256"}]}))
+        return path
 
     @property
     def emulator_url(self) -> str:
@@ -88,6 +108,7 @@ class Stack:
             "BROKER_TIKTOK_SCOPES": SCOPES,
             "BROKER_TIKTOK_TIMEOUT": "10",
             "BROKER_RATE_LIMITS": "off",  # every load comes from 127.0.0.1: measure the work, not the limiter
+            "BROKER_CLIENTS_FILE": str(self.clients_file),
         })
         return env
 
@@ -96,12 +117,22 @@ class Stack:
         self._exit.callback(process.stop)
         return process
 
+    def _start_broker_command(self, name: str, port: int, env: dict[str, str], workers: int = 1) -> ServerProcess:
+        """`python -m broker serve` on `port`, after checking that it serves on the stack the bare app uses."""
+        process = self._start(ServerProcess(name, "broker", port, log_dir=self.workdir / "logs", env=env,
+                                            args=(*BROKER_COMMAND, "--workers", str(workers)),
+                                            ready_path="/healthz"))
+        announced = START_UP_LINE.search(process.log_text())
+        expected = server_stack()
+        if announced is None or announced.groups() != (expected["loop"], expected["http"], expected["redis_parser"]):
+            raise RuntimeError(f"{name} does not serve on {expected} like the bare app:\n{process.log_text()[:2000]}")
+        return process
+
     def start_broker(self, name: str, slot: int, redis_url: str | None = None) -> Broker:
-        """A broker child process on broker_ports[slot]; `redis_url` defaults to the real Redis."""
+        """`broker serve` on broker_ports[slot]; `redis_url` defaults to the real Redis."""
         port = self.broker_ports[slot]
         env = self.broker_env(port, redis_url or self.redis.url)
-        process = self._start(ServerProcess(name, "bench.serve_broker", port, log_dir=self.workdir / "logs",
-                                            env=env, ready_path="/healthz"))
+        process = self._start_broker_command(name, port, env)
         # The bench process talks to Redis directly, never through a proxy it may be given.
         settings = load_settings({**env, "BROKER_REDIS_URL": self.redis.url})
         return Broker(process, settings)
@@ -110,17 +141,19 @@ class Stack:
     def broker(self) -> Broker:
         return self.start_broker("broker", 0)
 
+    def start_broker_with(self, name: str, **variables: str) -> ServerProcess:
+        """`broker serve` on the real Redis with some BROKER_* variables changed (no login runs against it)."""
+        port = free_port()
+        return self._start_broker_command(name, port, {**self.broker_env(port, self.redis.url), **variables})
+
     def start_workers(self, name: str, *, broker: bool, workers: int) -> ServerProcess:
         """The broker (on the real Redis) or the bare app with `workers` uvicorn worker processes sharing one
         port. No login runs against these (their ports are not registered at the emulator)."""
         port = free_port()
-        args = ["--workers", str(workers)]
         if broker:
-            return self._start(ServerProcess(name, "bench.serve_broker", port, log_dir=self.workdir / "logs",
-                                             env=self.broker_env(port, self.redis.url), args=args,
-                                             ready_path="/healthz"))
-        return self._start(ServerProcess(name, "bench.serve_bare", port, log_dir=self.workdir / "logs", args=args,
-                                         ready_path="/auth/verify"))
+            return self._start_broker_command(name, port, self.broker_env(port, self.redis.url), workers)
+        return self._start(ServerProcess(name, "bench.serve_bare", port, log_dir=self.workdir / "logs",
+                                         args=["--workers", str(workers)], ready_path="/auth/verify"))
 
     @cached_property
     def bare(self) -> ServerProcess:

@@ -68,6 +68,7 @@ from broker.store.tracking import InvalidationListener, tracked_prefixes, tracki
 from broker.store.vault import Vault
 from broker.tasks import stop_tasks
 from broker.web.errors import EXCEPTION_HANDLERS
+from broker.web.gateway_fast import GatewayFastPath
 from broker.web.request_id import RequestIdMiddleware
 from broker.web.request_metrics import RequestMetricsMiddleware
 from broker.web.routes import ROUTES
@@ -219,9 +220,11 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
             if owned_redis:
                 await cast(Any, redis_client).aclose()
 
-    # Outermost first: the request metrics time everything, the request id included.
+    # Outermost first: the gateway's lean path answers allowed checks itself (with their request id and metric);
+    # for everything else the request metrics time everything, the request id included.
     app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
-                    middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware)])
+                    middleware=[Middleware(GatewayFastPath), Middleware(RequestMetricsMiddleware, metrics=metrics),
+                                Middleware(RequestIdMiddleware)])
     # No slash redirects: /login/ is a 404 like any unknown path, not a redirect built from the Host header (which
     # the client writes) and the raw query.
     app.router.redirect_slashes = False

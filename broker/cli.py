@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,6 +16,7 @@ from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fai
 from broker.client_entries import GRANT_TYPES
 from broker.config import Settings, load_settings
 from broker.errors import ConfigError
+from broker.serving import Terminated, run_servers
 
 DEV_EMULATOR_PORT = 8081
 log = logging.getLogger("broker")
@@ -39,35 +38,10 @@ def _redis_for(settings: Settings) -> Iterator[Settings]:
         yield settings.with_overrides(redis_url=Secret(server.url))
 
 
-async def _serve_all(servers: Sequence[object]) -> None:
-    await asyncio.gather(*(server.serve() for server in servers))  # type: ignore[attr-defined]
+def _uvicorn_server(app: object, host: str, port: int) -> Any:
+    from broker.serving import uvicorn_config
 
-
-class _Terminated(Exception):
-    """SIGTERM arrived: unwind (stopping an embedded Redis on the way) and exit 0."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
-
-
-def _run_servers(servers: Sequence[object]) -> None:
-    # uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler it found; with the default
-    # one the process would die on the spot, leaving an embedded redis-server behind. Ours unwinds instead.
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    asyncio.run(_serve_all(servers))
-
-
-def _uvicorn_server(app: object, host: str, port: int) -> object:
-    import uvicorn
-
-    # log_config=None keeps the JSON logging set up in main() for uvicorn's own lines too.
-    # proxy_headers=False: uvicorn must never rewrite the client address or scheme from X-Forwarded-* (it would
-    # believe FORWARDED_ALLOW_IPS, 127.0.0.1 by default). BROKER_TRUSTED_PROXIES is the only source of trust,
-    # applied by broker.web.client_addr to the untouched TCP peer.
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,  # type: ignore[arg-type]
-                            proxy_headers=False, forwarded_allow_ips="", access_log=False, log_config=None)
-    return uvicorn.Server(config)
+    return uvicorn_config(app, host, port)
 
 
 EMULATOR_MISSING = ("it is a distribution of its own, for development and tests only: install it with "
@@ -108,6 +82,13 @@ def _ports_free(ports: Sequence[tuple[str, int, str]]) -> str | None:
     return None
 
 
+def _workers(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return count
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
@@ -118,8 +99,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if taken:
         print(f"broker serve: {taken}", file=sys.stderr)
         return 2
+    from broker.serving import WORKER_FACTORY, run_workers, uvicorn_config
+
     with _redis_for(settings) as ready:
-        _run_servers([_uvicorn_server(create_app(ready), args.host, args.port)])
+        if args.workers > 1:
+            run_workers(uvicorn_config(WORKER_FACTORY, args.host, args.port, workers=args.workers),
+                        ready.redis_url.reveal())
+        else:
+            run_servers([uvicorn_config(create_app(ready), args.host, args.port)])
     return 0
 
 
@@ -156,7 +143,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             emulator = create_emulator_app(EmulatorConfig(**emulated_app(ready, args.emulator_port)))
             servers.append(_uvicorn_server(emulator, "127.0.0.1", args.emulator_port))
         print(f"\n  Open {ready.issuer}/ and click \"Continue with TikTok\".\n", file=sys.stderr)
-        _run_servers(servers)
+        run_servers(servers)
     return 0
 
 
@@ -168,7 +155,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), sdk_redirect_uris=tuple(args.sdk_redirect_uri),
                             webhook_url=args.webhook_url,
                             public_url=args.public_url or f"http://{args.host}:{args.port}")
-    _run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
+    run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
     return 0
 
 
@@ -179,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve in production (refuses unsafe settings)")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a container's broker listens on all interfaces
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="worker processes sharing the port, each with its own caches (default 1)")
     serve.set_defaults(func=cmd_serve)
 
     dev = sub.add_parser("dev", help="broker + TikTok emulator + embedded Redis on this machine")
@@ -253,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return fail(exc.problems, "Configuration problems:")
-    except _Terminated:
+    except Terminated:
         return 0
     except KeyboardInterrupt:
         return 130

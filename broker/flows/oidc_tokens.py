@@ -110,16 +110,13 @@ class OidcTokens:
         """Rotate; with `openid` granted, a fresh ID token (same sub, sid and auth_time, no nonce: OIDC 12.2)."""
         if client is not None and not client.may_use(GRANT_REFRESH_TOKEN):
             raise UnauthorizedClient("This client may not use refresh tokens.")
-        pair = await self.tokens.refresh(refresh_token, client=client, jkt=jkt)
+        pair, family = await self.tokens.refresh_family(refresh_token, client=client, jkt=jkt)
         body = _body(pair, with_refresh=True)
-        parsed = parse_refresh_token(refresh_token)
-        if client is None or parsed is None or OPENID not in pair.scope.split():
+        if client is None or OPENID not in pair.scope.split():
             return body
-        family = await self.tokens.session_for({"sub": parsed.user_id, "sid": parsed.sid})
-        if family is not None:
-            body["id_token"] = await self.id_token(family, client, family.client_scopes, sid=family.sid,
-                                                   auth_time=family.signed_in_at, nonce="",
-                                                   access_token=pair.access_token, ttl=pair.expires_in)
+        body["id_token"] = await self.id_token(family, client, family.client_scopes, sid=family.sid,
+                                               auth_time=family.signed_in_at, nonce="",
+                                               access_token=pair.access_token, ttl=pair.expires_in)
         return body
 
     async def id_token(self, session: Session, client: Client, scopes: tuple[str, ...], *, sid: str,

@@ -173,9 +173,11 @@ class SessionService:
             self._jwt_cache.popitem(last=False)
         return issued
 
-    def mint(self, session: Session, *, audience: str | None = None, jkt: str = "") -> IssuedToken:
-        """A new access JWT for a session or family, never outliving it; bound to the DPoP key `jkt` if given."""
-        now = self.clock.now()
+    def mint(self, session: Session, *, audience: str | None = None, jkt: str = "", now: float | None = None,
+             jti: str | None = None) -> IssuedToken:
+        """A new access JWT for a session or family, never outliving it; bound to the DPoP key `jkt` if given. The
+        same `now`, `jti` and `jkt` give the same token again."""
+        now = self.clock.now() if now is None else now
         extra: dict[str, object] = {"tiktok_open_id": session.open_id}
         if jkt:
             extra["cnf"] = {"jkt": jkt}  # RFC 9449 section 6.1
@@ -188,7 +190,7 @@ class SessionService:
         ttl = max(1, min(self.policy.access_token_ttl, int(min(session.expires_at, session.idle_expires_at) - now)))
         scope = " ".join((*session.client_scopes, *session.scopes))
         return self.tokens.issue(sub=session.user_id, sid=session.sid, scope=scope, extra=extra, ttl=ttl,
-                                 audience=audience)
+                                 audience=audience, now=now, jti=jti)
 
     @property
     def tokens_leeway(self) -> int:

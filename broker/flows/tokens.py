@@ -4,7 +4,6 @@ revocation, RFC 7662 introspection, and access-token checks that honour every de
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import math
 import re
@@ -18,6 +17,7 @@ from broker.errors import BrokerError, InvalidClient, InvalidGrant, InvalidToken
 from broker.flows.events import Events
 from broker.flows.sessions import SessionService
 from broker.metrics import Metrics
+from broker.signing.tokens import new_jti
 from broker.store.families import Families
 from broker.store.local_cache import TrackedCache, disabled_cache
 
@@ -83,12 +83,18 @@ class TokenFlow:
         if self.events is not None:
             await self.events.emit("session.revoked", sub=user_id, sid=sid, data={"reason": reason})
 
-    def _new_refresh_token(self, session: Session) -> str:
-        return f"{REFRESH_PREFIX}.{session.user_id}.{session.sid}.{secrets.token_urlsafe(32)}"
+    @staticmethod
+    def _new_refresh_token(user_id: str, sid: str) -> str:
+        return f"{REFRESH_PREFIX}.{user_id}.{sid}.{secrets.token_urlsafe(32)}"
 
-    def _pair(self, family: Session, refresh_token: str, client: Client | None, jkt: str = "") -> TokenPair:
-        issued = self.sessions.mint(family, audience=client.token_audience if client else None, jkt=jkt)
-        expires_in = max(1, math.ceil(issued.expires_at - self.clock.now()))
+    def _pair(self, family: Session, refresh_token: str, client: Client | None, *, jkt: str = "",
+              now: float | None = None, jti: str | None = None) -> TokenPair:
+        """The pair handed out, its access token bound to the DPoP key `jkt` if given; the same `now`, `jti` and
+        `jkt` give the same pair again (a replay in the grace window)."""
+        now = self.clock.now() if now is None else now
+        issued = self.sessions.mint(family, audience=client.token_audience if client else None, jkt=jkt, now=now,
+                                    jti=jti)
+        expires_in = max(1, math.ceil(issued.expires_at - now))
         return TokenPair(access_token=issued.token, refresh_token=refresh_token, expires_in=expires_in,
                          scope=" ".join((*family.client_scopes, *family.scopes)))
 
@@ -107,20 +113,25 @@ class TokenFlow:
                          client_id=client.client_id if client else "", parent_sid=parent.sid,
                          client_scopes=client_scopes, scopes=scopes, auth_time=parent.signed_in_at,
                          jkt=jkt if client is not None and not client.confidential else "")
-        refresh_token = self._new_refresh_token(family)
+        refresh_token = self._new_refresh_token(family.user_id, family.sid)
         # The oldest families over the caps (per browser session, per user) end to make room for this one.
         for ended in await self.families.create(family, token_hash(refresh_token), now=now):
             log.info("refresh family ended: over the limit of families", extra={"user_id": family.user_id,
                                                                              "sid": ended})
             await self._revoked(family.user_id, ended, "family_limit")
         log.info("refresh family started", extra={"user_id": family.user_id, "sid": family.sid})
-        return self._pair(family, refresh_token, client, jkt)
+        return self._pair(family, refresh_token, client, jkt=jkt)
 
     async def refresh(self, presented: str, *, client: Client | None, jkt: str = "") -> TokenPair:
         """Rotate: a new pair; the same pair again inside the grace window; a spent token ends the family. `jkt`:
         the DPoP key the request proved (a bound family needs its own key)."""
+        return (await self.refresh_family(presented, client=client, jkt=jkt))[0]
+
+    async def refresh_family(self, presented: str, *, client: Client | None,
+                             jkt: str = "") -> tuple[TokenPair, Session]:
+        """As refresh, with the family as the rotation left it (an OpenID refresh signs its ID token from it)."""
         try:
-            outcome, pair = await self._rotate(presented, client, jkt)
+            outcome, pair, family = await self._rotate(presented, client, jkt)
         except InvalidGrant as refused:
             reason = refused.log_detail if refused.log_detail in REFUSALS else REFUSED_INVALID
             self.metrics.refresh_grants.labels(reason).inc()
@@ -129,40 +140,37 @@ class TokenFlow:
             self.metrics.refresh_grants.labels("error").inc()  # Redis away, most likely
             raise
         self.metrics.refresh_grants.labels(outcome).inc()
-        return pair
+        return pair, family
 
-    async def _rotate(self, presented: str, client: Client | None, jkt: str) -> tuple[str, TokenPair]:
+    async def _rotate(self, presented: str, client: Client | None, jkt: str) -> tuple[str, TokenPair, Session]:
         parsed = parse_refresh_token(presented)
-        loaded = await self.families.load(parsed.user_id, parsed.sid) if parsed else None
-        if parsed is None or loaded is None or loaded[0].kind != "refresh":
+        if parsed is None:
             raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
-        family, _ = loaded
-        self._check_client(family, client)
-        if family.jkt and not hmac.compare_digest(family.jkt, jkt):
-            raise InvalidGrant("The refresh token is bound to another DPoP key.", log_detail=REFUSED_WRONG_KEY)
-        successor = self._new_refresh_token(family)
-        pair = self._pair(family, successor, client, jkt)
-        status, replayed = await self.families.rotate(
-            family, parsed.hash, token_hash(successor), pair, now=self.clock.now(), grace=self.policy.grace,
+        # Everything the answer needs but the family is made before the one round trip: the successor, the id and
+        # instant of its access token (sealed into the grace copy, so that a replay signs the very same pair). The
+        # script refuses a family bound to another DPoP key before it rotates anything.
+        successor = self._new_refresh_token(parsed.user_id, parsed.sid)
+        rotation = await self.families.rotate(
+            parsed.user_id, parsed.sid, parsed.hash, successor, token_hash(successor), jti=new_jti(),
+            client_id=client.client_id if client else "", jkt=jkt, now=self.clock.now(), grace=self.policy.grace,
             idle_ttl=self.policy.idle_ttl)
-        if status == "rotated":
-            return "rotated", pair
-        if status == "replayed" and replayed is not None:
-            return "replayed", replayed  # parallel tabs presenting the same token get the same answer
-        if status == "reused":
+        family = rotation.family
+        if rotation.outcome in ("rotated", "replayed") and family is not None:
+            # Parallel tabs presenting the same token inside the grace window get the same answer.
+            pair = rotation.legacy_pair or self._pair(family, rotation.refresh_token, client, jkt=jkt,
+                                                      now=rotation.rotated_at, jti=rotation.jti)
+            return rotation.outcome, pair, family
+        if rotation.outcome == "wrong_client":
+            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
+        if rotation.outcome == "wrong_key":
+            raise InvalidGrant("The refresh token is bound to another DPoP key.", log_detail=REFUSED_WRONG_KEY)
+        if rotation.outcome == "reused":
             log.warning("refresh token reused after its grace window: family revoked",
-                        extra={"user_id": family.user_id, "sid": family.sid})
-            await self._revoked(family.user_id, family.sid, "refresh_token_reused")
+                        extra={"user_id": parsed.user_id, "sid": parsed.sid})
+            await self._revoked(parsed.user_id, parsed.sid, "refresh_token_reused")
             raise InvalidGrant("The refresh token was already used; the session has been ended.",
                                log_detail=REFUSED_REUSED)
         raise InvalidGrant("The refresh token is invalid or expired.", log_detail=REFUSED_INVALID)
-
-    @staticmethod
-    def _check_client(family: Session, client: Client | None) -> None:
-        if family.client_id and (client is None or client.client_id != family.client_id):
-            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
-        if not family.client_id and client is not None:
-            raise InvalidGrant("The refresh token was issued to another client.", log_detail=REFUSED_WRONG_CLIENT)
 
     async def revoke(self, token: str, *, client: Client | None) -> None:
         """RFC 7009: end a refresh family, or denylist an access JWT until it expires. Unknown tokens: no-op."""

@@ -33,6 +33,10 @@ def _number(value: object) -> TypeGuard[int | float]:
     return type(value) in (int, float)  # exactly: bool is an int subclass, and true is not a time
 
 
+def new_jti() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class TokenService:
     """Signs and verifies the broker's access JWTs; the clock, not the host's time, decides validity."""
 
@@ -58,9 +62,11 @@ class TokenService:
         return f"TokenService(issuer={self._issuer!r}, audience={self._audience!r}, ttl={self._ttl})"
 
     def issue(self, *, sub: str, sid: str, scope: str, extra: Mapping[str, object] | None = None,
-              audience: str | None = None, ttl: int | None = None) -> IssuedToken:
+              audience: str | None = None, ttl: int | None = None, now: float | None = None,
+              jti: str | None = None) -> IssuedToken:
         """Sign an access token with the active key; extra claims (tiktok_open_id, name...) may not
-        replace registered ones."""
+        replace registered ones. Given the same `now` and `jti` (and the same key) it signs the very same token
+        again: the signatures are deterministic (see jwt_sign)."""
         lifetime = self._ttl if ttl is None else ttl
         if not 0 < lifetime <= self._keyring.max_token_lifetime:
             raise ValueError(f"ttl {lifetime} must be between 1 and the key ring's max_token_lifetime")
@@ -69,14 +75,14 @@ class TokenService:
             if clash:
                 raise ValueError(f"extra claims may not replace {', '.join(clash)}")
         key = self._keyring.signing_key()
-        now = int(self._clock.now())
+        issued_at = int(self._clock.now() if now is None else now)
         claims: dict[str, object] = dict(extra or {})
         claims.update({
-            "iss": self._issuer, "sub": sub, "aud": audience or self._audience, "exp": now + lifetime,
-            "iat": now, "nbf": now, "jti": secrets.token_urlsafe(16), "sid": sid, "scope": scope,
+            "iss": self._issuer, "sub": sub, "aud": audience or self._audience, "exp": issued_at + lifetime,
+            "iat": issued_at, "nbf": issued_at, "jti": jti or new_jti(), "sid": sid, "scope": scope,
         })
         token = sign_jwt(claims, key, ACCESS_TOKEN_TYPE)
-        return IssuedToken(token=token, claims=claims, expires_at=float(now + lifetime))
+        return IssuedToken(token=token, claims=claims, expires_at=float(issued_at + lifetime))
 
     def verify(self, token: str, *, audience: str | Collection[str] | None = None) -> dict[str, object]:
         """The claims of a valid access token; InvalidToken (with a short reason) for anything else.

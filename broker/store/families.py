@@ -1,9 +1,12 @@
 """Refresh-token families and denylists in Redis: rotation with a grace window, reuse detection, revocation.
 
 A family is a session record of kind "refresh" whose field `rt` holds the SHA-256 of the current refresh token.
-Rotation, replay inside the grace window and reuse after it are decided in one Lua script, so fifty parallel
-refreshes of one token see one consistent order. Spent token hashes are kept (the last 128) only to tell a
-leaked old token (revoke the family) from a made-up one that merely names the family (ignore it).
+Rotation, replay inside the grace window and reuse after it are decided in one Lua script, which also loads the
+family (one round trip per refresh), so fifty parallel refreshes of one token see one consistent order. The grace
+copy a rotation leaves is sealed: the successor refresh token and the id of the access token handed out with it,
+from which a replay inside the window gets the very same pair again (see TokenFlow).
+Spent token hashes are kept (the last 128) only to tell a leaked old token (revoke the family) from a made-up one
+that merely names the family (ignore it).
 
 A user's families are also listed by age (`KeySpace.user_families`), so that their number stays bounded: a new
 family first ends the oldest ones over the caps (per browser session, per user), and drops the index entries
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, cast
 
 from broker.domain import Session, TokenPair
 from broker.store.keys import KeySpace
 from broker.store.records import session_from_pairs, session_to_hash
 from broker.store.redis import RedisClient, translated_errors
+from broker.store.rotation_lua import ROTATE_BODY
 from broker.store.vault import Vault, VaultError
 
 USED_KEPT = 128
@@ -92,54 +96,8 @@ extend_expiry(KEYS[3], now_ms, absolute_ms)
 return ended
 """
 
-# KEYS: the family, its spent hashes, the grace copy named after the presented token, the user's session index.
-# ARGV[8]: the user's key tag.
-ROTATE = END_RECORD + """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then return {'unknown'} end
-local s = {}
-for i = 1, #fields, 2 do s[fields[i]] = fields[i + 1] end
-local now = tonumber(ARGV[1])
-local presented = ARGV[2]
-local grace = tonumber(ARGV[5])
-local function revoke()
-  end_record(ARGV[8], s['sid'])
-  redis.call('DEL', KEYS[3])
-end
-if s['kind'] ~= 'refresh' or now >= tonumber(s['expires_at']) or now >= tonumber(s['idle_expires_at']) then
-  if s['kind'] == 'refresh' then revoke() end
-  return {'unknown'}
-end
-if presented == s['rt'] then
-  local idle = math.min(now + tonumber(ARGV[6]), tonumber(s['expires_at']))
-  redis.call('HSET', KEYS[1], 'rt', ARGV[3], 'rt_prev', presented, 'rt_rotated_at', ARGV[1],
-             'last_seen', ARGV[1], 'idle_expires_at', tostring(idle))
-  redis.call('PEXPIREAT', KEYS[1], math.floor(idle * 1000))
-  redis.call('LPUSH', KEYS[2], presented)
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
-  redis.call('PEXPIREAT', KEYS[2], math.floor(tonumber(s['expires_at']) * 1000))
-  -- Only the token just spent can be replayed, so the previous rotation's grace copy is useless from here on:
-  -- drop it, so that the one named after rt_prev is the family's only one and ending the family finds it.
-  if s['rt_prev'] and s['rt_prev'] ~= '' then redis.call('DEL', ARGV[8] .. ':rtg:' .. s['rt_prev']) end
-  if grace > 0 then
-    redis.call('SET', KEYS[3], ARGV[4], 'PX', math.floor(grace * 1000))
-  end
-  return {'rotated'}
-end
-if presented == s['rt_prev'] and now - tonumber(s['rt_rotated_at']) <= grace then
-  local pair = redis.call('GET', KEYS[3])
-  if pair then return {'replayed', pair} end
-end
-local spent = false
-for _, used in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  if used == presented then spent = true end
-end
-if spent then
-  revoke()
-  return {'reused'}
-end
-return {'unknown'}
-"""
+# Load, check and rotate in one round trip (rotation_lua.py).
+ROTATE = END_RECORD + ROTATE_BODY
 
 # KEYS: the record, its spent hashes, the user's session index (declared for Cluster routing); ARGV: tag, sid.
 END = END_RECORD + "return end_record(ARGV[1], ARGV[2])\n"
@@ -147,6 +105,19 @@ END = END_RECORD + "return end_record(ARGV[1], ARGV[2])\n"
 
 def _ms(instant: float) -> int:
     return math.ceil(instant * 1000)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What a refresh did: "rotated" or "replayed" (with the family as it stands, the refresh token handed out,
+    the id and instant of the access token minted with it), or "reused", "wrong_client", "unknown"."""
+
+    outcome: str
+    family: Session | None = None
+    refresh_token: str = ""
+    jti: str = ""
+    rotated_at: float = 0.0
+    legacy_pair: TokenPair | None = None
 
 
 @dataclass(frozen=True)
@@ -193,25 +164,33 @@ class Families:
         pairs = [item for pair in cast(dict[str, str], raw).items() for item in pair]
         return session_from_pairs(pairs, picture=str(picture or "")), cast(dict[str, str], raw)
 
-    async def rotate(self, session: Session, presented_hash: str, new_hash: str, pair: TokenPair, *,
-                     now: float, grace: int, idle_ttl: int) -> tuple[str, TokenPair | None]:
-        """("rotated", None) | ("replayed", the pair handed out inside the grace window) | ("reused", None)
-        when a spent token came back (the family is gone now) | ("unknown", None)."""
-        grace_key = self.keys.refresh_grace(session.user_id, presented_hash)
-        sealed = self.vault.seal(json.dumps(asdict(pair)).encode(), bound_to=grace_key) if grace else ""
-        keys = [self.keys.session(session.user_id, session.sid), self.keys.refresh_used(session.user_id, session.sid),
-                grace_key, self.keys.user_sessions(session.user_id)]
+    async def rotate(self, user_id: str, sid: str, presented_hash: str, successor: str, successor_hash: str, *,
+                     jti: str, client_id: str, jkt: str = "", now: float, grace: int, idle_ttl: int) -> Rotation:
+        """Load, check and rotate a family in one round trip; the grace copy seals `successor` and `jti`. A
+        family bound to a DPoP key (`jkt` field) rotates only for a request that proved that key."""
+        grace_key = self.keys.refresh_grace(user_id, presented_hash)
+        copy = json.dumps({"refresh_token": successor, "jti": jti}).encode()
+        sealed = self.vault.seal(copy, bound_to=grace_key) if grace else ""
+        keys = [self.keys.session(user_id, sid), self.keys.refresh_used(user_id, sid), grace_key,
+                self.keys.user_sessions(user_id), self.keys.user(user_id)]
         async with translated_errors():
-            result = await self._rotate(keys=keys, args=[repr(now), presented_hash, new_hash, sealed, grace,
-                                                          idle_ttl, USED_KEPT, self.keys.user_tag(session.user_id)])
-        status = str(result[0])
-        if status != "replayed":
-            return status, None
+            result = await self._rotate(keys=keys, args=[repr(now), presented_hash, successor_hash, sealed, grace,
+                                                          idle_ttl, USED_KEPT, self.keys.user_tag(user_id), client_id,
+                                                          jkt])
+        outcome = str(result[0])
+        if outcome not in ("rotated", "replayed"):
+            return Rotation(outcome)
+        family = session_from_pairs([str(item) for item in result[3:]], picture=str(result[1]))
+        if outcome == "rotated":
+            return Rotation(outcome, family, successor, jti, now)
         try:
-            data = json.loads(self.vault.open(str(result[1]), bound_to=grace_key))
+            data = json.loads(self.vault.open(str(result[2]), bound_to=grace_key))
         except (VaultError, ValueError):
-            return "unknown", None
-        return status, TokenPair(**data)
+            return Rotation("unknown")
+        if "access_token" in data:  # a copy written before copies held only the token and the jti: the pair
+            return Rotation(outcome, family, legacy_pair=TokenPair(**data))
+        rotated_at = float(dict(zip(result[3::2], result[4::2], strict=True))["rt_rotated_at"])
+        return Rotation(outcome, family, str(data["refresh_token"]), str(data["jti"]), rotated_at)
 
     async def was_issued(self, user_id: str, sid: str, token_hash: str) -> bool:
         """Whether this hash is the family's current or a spent token (revocation needs proof of possession)."""

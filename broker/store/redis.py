@@ -21,7 +21,7 @@ from broker.store.redis_sentinel import CurrentMasterPool, follow_failovers
 from broker.store.redis_url import RedisTarget, parse_redis_url
 
 __all__ = ["RedisClient", "RedisTarget", "WatchError", "cluster_primaries", "create_redis", "follow_failovers",
-           "node_client", "parse_redis_url", "ping", "translated_errors"]
+           "node_client", "parse_redis_url", "ping", "reply_parser", "translated_errors"]
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
 
@@ -52,6 +52,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 # writes. A pipeline names the failed command first: "Command # 1 (SET ...) of pipeline caused error: ...".
 UNAVAILABLE_REPLY = re.compile(r"^(?:Command # \d+ \(.*\) of pipeline caused error: \(?'?)?"
                                r"(NOREPLICAS|LOADING|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY)\b", re.DOTALL)
+
+
+def reply_parser() -> str:
+    """How redis-py parses Redis's replies here: "hiredis" (the C parser, a dependency of the server) or "python"."""
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return "hiredis" if HIREDIS_AVAILABLE else "python"
 
 
 def _tls_kwargs(target: RedisTarget) -> dict[str, Any]:

@@ -7,7 +7,10 @@ streamed (chunked) body as soon as it passes the cap, so a refused request costs
 
 from __future__ import annotations
 
-from starlette.datastructures import FormData
+from urllib.parse import unquote_plus
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -45,6 +48,8 @@ async def read_form(request: Request, *, limit: int = FORM_LIMIT, multipart: boo
     if kind not in (URLENCODED, *((MULTIPART,) if multipart else ())):
         return FormData()
     body = await read_body(request, limit)
+    if kind == URLENCODED:
+        return parse_urlencoded(body)
     replayed = False
 
     async def replay() -> Message:
@@ -54,5 +59,21 @@ async def read_form(request: Request, *, limit: int = FORM_LIMIT, multipart: boo
         replayed = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    # Starlette's parsers, fed the capped bytes once more: no file parts, a few fields (more are a 400).
+    # Starlette's multipart parser, fed the capped bytes once more: no file parts, a few fields (more are a 400).
     return await Request(request.scope, replay).form(max_files=0, max_fields=MAX_FORM_FIELDS)
+
+
+def parse_urlencoded(body: bytes, *, max_fields: int = MAX_FORM_FIELDS) -> FormData:
+    """The fields of a URL-encoded body, as Starlette's parser (python-multipart's, lenient) reads them: split on
+    "&", empty chunks skipped, a chunk without "=" is a name with an empty value, names and values decoded as
+    Latin-1 then percent- and plus-decoded as UTF-8; more than `max_fields` fields is Starlette's 400. A few
+    microseconds instead of the tens its general parser takes (every token request parses a form)."""
+    items: list[tuple[str, str | UploadFile]] = []
+    for chunk in body.decode("latin-1").split("&"):
+        if not chunk:
+            continue
+        if len(items) == max_fields:
+            raise HTTPException(status_code=400, detail=f"Too many fields. Maximum number of fields is {max_fields}.")
+        name, _, value = chunk.partition("=")
+        items.append((unquote_plus(name), unquote_plus(value)))
+    return FormData(items)

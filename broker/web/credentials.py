@@ -29,5 +29,10 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
 
 def bearer_token(request: Request) -> str | None:
     """The token of `Authorization: Bearer <token>`, None for any other header or none."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return bearer_in(request.headers.get("authorization", ""))
+
+
+def bearer_in(header: str) -> str | None:
+    """The token of an Authorization header's value `Bearer <token>`, None for any other scheme."""
+    scheme, _, value = header.partition(" ")
     return value.strip() or None if scheme.lower() == "bearer" else None

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.domain import IssuedToken
-from broker.errors import InvalidDpopProof, InvalidRequest, InvalidReturnUrl, InvalidToken
+from broker.errors import BrokerError, InvalidDpopProof, InvalidRequest, InvalidReturnUrl, InvalidToken
 from broker.web.client_addr import HOST, forwarded
 from broker.web.cookies import read_session_cookie
 from broker.web.dpop import check_sender, presented_token
@@ -111,34 +111,74 @@ def _dpop_target(check: _Check) -> tuple[str | None, str]:
     return check.original_url, check.method
 
 
-def _allowed(token: str, claims: dict[str, object]) -> Response:
+@dataclass(frozen=True)
+class Allowed:
+    """An allowed check: the broker JWT the upstream gets, and whom it names."""
+
+    token: str
+    user: str
+    open_id: str
+
+
+def _allowance(token: str, claims: dict[str, object]) -> Allowed:
+    return Allowed(token, str(claims.get("sub", "")), str(claims.get("tiktok_open_id", "")))
+
+
+async def bearer_check(svc: Services, token: str) -> Allowed | None:
+    """A bearer JWT meant for the gateway, live and on no denylist; InvalidToken otherwise. None for a token bound
+    to a DPoP key: only the route, which has the whole request, checks its proof."""
+    # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
+    claims = await svc.tokens.check_access_token(token, audience=svc.settings.token_audience)
+    return None if "cnf" in claims else _allowance(token, claims)
+
+
+async def cookie_check(svc: Services, cookie_value: str | None) -> Allowed | None:
+    """The session behind a cookie, and its (cached) JWT; None when there is no live session. Most checks need
+    no Redis round trip (the session cache)."""
+    session = await svc.sessions.resolve(cookie_value)
+    if session is None:
+        return None
+    issued: IssuedToken = svc.sessions.access_token_for(session)
+    return _allowance(issued.token, issued.claims)
+
+
+def _allowed(allowed: Allowed) -> Response:
     headers = {
         **NO_STORE,
-        "Authorization": f"Bearer {token}",
-        "X-Auth-Request-User": str(claims.get("sub", "")),
-        "X-Auth-Request-Open-Id": str(claims.get("tiktok_open_id", "")),
+        "Authorization": f"Bearer {allowed.token}",
+        "X-Auth-Request-User": allowed.user,
+        "X-Auth-Request-Open-Id": allowed.open_id,
     }
     return Response(status_code=200, headers=headers)
 
 
+# Where the lean path (gateway_fast.py) leaves the denial or error it found, so that the check is not run twice.
+FOUND = "broker.gateway_found"
+NO_SESSION = "No valid session."
+
+
 async def _verify(request: Request, describe: Callable[[], _Check]) -> Response:
-    """200 with a fresh broker JWT for the upstream, or a denial. Most checks need no Redis round trip (the
-    session cache), and only a denial needs to know the original request (`describe`)."""
+    """200 with a fresh broker JWT for the upstream, or a denial; only a denial needs to know the original
+    request (`describe`)."""
     svc = services(request)
-    bearer = presented_token(request)  # Bearer, or DPoP (RFC 9449)
-    if bearer is not None:
+    found = request.scope.pop(FOUND, None)
+    if isinstance(found, InvalidToken):
+        return _denied(svc, request, describe(), found)
+    if isinstance(found, BrokerError):
+        raise found  # answered by the error handlers (the store away: 503 with Retry-After)
+    token = presented_token(request)  # Bearer, or DPoP (RFC 9449)
+    if token is not None:
         try:
             # Only tokens meant for the gateway: an app's token (aud = the app) is no key to the company's services.
-            claims = await svc.tokens.check_access_token(bearer, audience=svc.settings.token_audience)
-            await check_sender(svc, request, bearer, claims, target=lambda: _dpop_target(describe()))
+            claims = await svc.tokens.check_access_token(token, audience=svc.settings.token_audience)
+            await check_sender(svc, request, token, claims, target=lambda: _dpop_target(describe()))
         except (InvalidToken, InvalidDpopProof) as error:
             return _denied(svc, request, describe(), error)
-        return _allowed(bearer, claims)
-    session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
-    if session is None:
-        return _denied(svc, request, describe(), InvalidToken("No valid session."))
-    issued: IssuedToken = svc.sessions.access_token_for(session)
-    return _allowed(issued.token, issued.claims)
+        return _allowed(_allowance(token, claims))
+    allowed = await cookie_check(svc, read_session_cookie(request, svc.settings))
+    if allowed is None:
+        return _denied(svc, request, describe(), InvalidToken(NO_SESSION))
+    return _allowed(allowed)
 
 
 async def verify(request: Request) -> Response:

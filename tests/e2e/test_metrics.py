@@ -75,7 +75,8 @@ def test_a_login_and_gateway_checks_are_counted_by_route_template(stack: Stack, 
     session_jwt(stack, browser)
     assert httpx.get(f"{stack.broker.url}/no/such/page/4711").status_code == 404
     assert httpx.get(f"{stack.broker.url}/tiktok/v2/user/info/?fields=open_id").status_code == 401
-    assert httpx.request("BREW", f"{stack.broker.url}/healthz").status_code == 405
+    # A method the HTTP parser (httptools) knows but the broker serves nowhere: one "other" series, whatever it is.
+    assert httpx.request("PURGE", f"{stack.broker.url}/healthz").status_code == 405
 
     seen = scrape(stack.broker.url)
     assert seen.value("broker_logins_total", outcome="success") == 1

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from broker.domain import LoginAttempt, Session, TokenPair
+from broker.domain import LoginAttempt, Session
 from broker.errors import StoreUnavailable
 from broker.store.families import Families
 from broker.store.keys import KeySpace
@@ -85,8 +85,8 @@ async def test_a_master_refusing_writes_means_unavailable_for_commands_scripts_a
         "one command": lambda: records.put_login_attempt("h", attempt, 60),
         "a MULTI": lambda: families.deny_jti(family.user_id, "jti", 4e9),
         "a MULTI with a read after the write": lambda: records.claim_user_id("open-id", "candidate"),
-        "a script": lambda: families.rotate(family, "current-hash", "next-hash", TokenPair("a", "r", 60, ""),
-                                            now=2.0, grace=0, idle_ttl=60),
+        "a script": lambda: families.rotate(family.user_id, family.sid, "current-hash", "brt1.next", "next-hash",
+                                            jti="j", client_id="", now=2.0, grace=0, idle_ttl=60),
     }
     with server.server.client() as direct:
         direct.config_set("min-replicas-to-write", 1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -226,6 +227,20 @@ def send(case: Any, base_url: str, headers: dict[str, str], *, sign: bool = Fals
         return http.send(prepared, allow_redirects=False, timeout=15)
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def refused_before_the_app(response: requests.Response) -> bool:
+    """The HTTP server's own 400 for a header value with a control character (RFC 9110 section 5.5: httptools
+    refuses such a request before any application sees it, so no broker header is on the answer)."""
+    sent = response.request.headers.values()
+    if not any(CONTROL.search(value if isinstance(value, str) else value.decode("latin-1")) for value in sent):
+        return False
+    assert response.status_code == 400 and response.text == "Invalid HTTP request received.", response.text
+    assert "x-request-id" not in response.headers
+    return True
+
+
 @schema.parametrize()
 @bounded
 def test_every_answer_is_documented_and_none_is_a_server_error(case: Any, live: Stack, person: Person) -> None:
@@ -237,7 +252,8 @@ def test_every_answer_is_documented_and_none_is_a_server_error(case: Any, live: 
     try:
         extra = with_real_values(case, identity, someone) if identity != "as-generated" else {}
         response = send(case, live.broker.url, extra, sign=identity == "client" and label == "POST /webhooks/tiktok")
-        case.validate_response(response, checks=CHECKS)
+        if not refused_before_the_app(response):
+            case.validate_response(response, checks=CHECKS)
     finally:
         if someone is not person:
             someone.close()
@@ -248,7 +264,8 @@ def test_every_answer_is_documented_and_none_is_a_server_error(case: Any, live: 
 def test_with_redis_unreachable_every_answer_is_still_documented(case: Any, outage: Stack) -> None:
     response = send(case, outage.broker.url, {})
     assert response.status_code < 500 or response.status_code == 503, response.text  # fail closed, documented
-    case.validate_response(response, checks=[check for check in CHECKS if check is not not_a_server_error])
+    if not refused_before_the_app(response):
+        case.validate_response(response, checks=[check for check in CHECKS if check is not not_a_server_error])
 
 
 def validate_flow(responses: list[httpx.Response], issuer: str) -> list[str]:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -245,3 +246,50 @@ async def test_token_endpoint_rejects_bad_requests(stack: InProcess) -> None:
     doubled = await stack.broker.post("/oauth/token", content="grant_type=refresh_token&grant_type=refresh_token",
                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert doubled.status_code == 400 and doubled.json()["error"] == "invalid_request"
+
+
+async def test_a_rotation_and_a_replay_are_one_redis_round_trip_each(
+        base_settings: Settings, clients_file: Path, monkeypatch: pytest.MonkeyPatch, redis_sync: redis.Redis) -> None:
+    """One script loads, checks and rotates the family (and, inside the grace window, answers the replay). Rate
+    limits, when on, add their own round trip (the limiter's buckets): off here."""
+    from redis.asyncio.client import Pipeline, Redis
+
+    async with in_process(base_settings, clients_file=clients_file, rate_limits=False) as stack:
+        await stack.sign_in()
+        await _count_round_trips(stack, monkeypatch, redis_sync, Redis, Pipeline)
+
+
+async def _count_round_trips(stack: InProcess, monkeypatch: pytest.MonkeyPatch, redis_sync: redis.Redis,
+                             Redis: Any, Pipeline: Any) -> None:
+    first = await first_pair(stack)
+    token = (await refresh(stack, first["refresh_token"])).json()["refresh_token"]  # the script is loaded
+    trips: list[str] = []
+    command, pipeline = Redis.execute_command, Pipeline.execute
+
+    async def counted_command(self: Any, *args: object, **options: object) -> object:
+        trips.append(str(args[0]))
+        return await command(self, *args, **options)
+
+    async def counted_pipeline(self: Any, *args: object, **options: object) -> object:
+        trips.append("pipeline")
+        return await pipeline(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", counted_command)
+    monkeypatch.setattr(Pipeline, "execute", counted_pipeline)
+    rotated = await refresh(stack, token)
+    assert rotated.status_code == 200 and trips == ["EVALSHA"]
+    replayed = await refresh(stack, token)
+    assert replayed.json() == rotated.json() and trips == ["EVALSHA", "EVALSHA"]
+    # The grace copy holds no token in the clear: the successor is sealed, bound to the copy's key name.
+    sub = str(token).split(".")[1]
+    (copy,) = [redis_sync.get(key) for key in redis_sync.keys(f"broker:{{u:{sub}}}:rtg:*")]
+    assert rotated.json()["refresh_token"] not in str(copy) and rotated.json()["access_token"] not in str(copy)
+
+
+async def test_another_clients_token_rotates_nothing(stack: InProcess) -> None:
+    first = await first_pair(stack)  # the broker's own family: no client may refresh it
+    refused = await stack.broker.post("/oauth/token", data={"grant_type": "refresh_token",
+                                                            "refresh_token": str(first["refresh_token"]),
+                                                            "client_id": "spa"})
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert (await refresh(stack, first["refresh_token"])).status_code == 200  # still the current token
