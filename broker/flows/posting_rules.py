@@ -139,7 +139,7 @@ def _json_body(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes (still under 1 MiB)
         raise InvalidRequest("The body must be a JSON object.") from None
     return _object(body, "The body")
 

@@ -68,3 +68,19 @@ async def test_a_body_over_the_proxy_cap_is_refused_before_tiktok(stack: tuple[I
                                      body=b"[" + b" " * (1 << 20) + b"]")
     assert status == 413, body
     assert len(running.emulator.state.emulator.calls) == before
+
+
+async def test_a_posting_body_nested_too_deep_is_a_400_before_tiktok(
+        stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    before = len(running.emulator.state.emulator.calls)
+    for path in ("/v2/post/publish/video/init/", "/v2/post/publish/status/fetch/",
+                 "/v2/post/publish/creator_info/query/"):
+        # Far under the 1 MiB cap, but deeper than Python's JSON parser goes (it raises RecursionError).
+        for body in (b"[" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+            status, answer = await raw_request(running.app, "POST", f"/tiktok{path}",
+                                               headers={"authorization": bearer["Authorization"],
+                                                        "content-type": "application/json"}, body=body)
+            assert status == 400, (path, answer[:200])
+            assert b'"invalid_request"' in answer and b"JSON object" in answer
+    assert len(running.emulator.state.emulator.calls) == before
