@@ -15,7 +15,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from broker.client_entries import GRANT_DEVICE_CODE
+from broker.client_entries import ACCOUNT_SCOPE, GRANT_DEVICE_CODE
 from broker.clients import Client, ClientRegistry
 from broker.clock import Clock
 from broker.domain import Session
@@ -103,6 +103,10 @@ class DeviceFlow:
         granted = self.scopes.grant(scope, client)
         if granted.refused:
             raise InvalidScope(f"Not available to this client: {' '.join(granted.refused)}.")
+        if ACCOUNT_SCOPE in granted.scopes:
+            # Whoever starts the flow gets what the person allows, and a user code can be phished (section 5.4):
+            # never the power to delete the account or sign the user out everywhere.
+            raise InvalidScope(f"The scope {ACCOUNT_SCOPE} is not available through the device grant.")
         device_code = secrets.token_urlsafe(32)
         request = DeviceRequest(client.client_id, granted.scopes, self.clock.now() + DEVICE_CODE_TTL,
                                 device_label(user_agent) or "a device")

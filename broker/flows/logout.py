@@ -73,14 +73,14 @@ class RpLogout:
                              carried)
 
     async def end(self, request: LogoutRequest, session: Session | None) -> None:
-        """Sign the browser out: its own session, or (no cookie) the session the hint's ID token came from."""
+        """Sign the browser out: its own session; or, with no cookie (nothing of the user's in this browser), only
+        the app's own sign-in the hint's ID token came from. An ID token holds no power over the user's other
+        sessions or TikTok link: the app's own token could end no more (POST /logout without the account power)."""
         if session is not None:
             await self.account.logout(session)
             return
         if request.hint is None or not request.hint.get("sid"):
             return
         family = await self.tokens.session_for({"sub": request.hint.get("sub"), "sid": request.hint.get("sid")})
-        if family is None:
-            return
-        parent = await self.tokens.session_for({"sub": family.user_id, "sid": family.parent_sid or family.sid})
-        await self.account.logout(parent or family)
+        if family is not None:
+            await self.account.logout(family, unlink=False)

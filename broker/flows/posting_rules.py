@@ -134,12 +134,23 @@ def check_photo_init(body: dict[str, Any]) -> str:
     return VIDEO_PUBLISH if mode == "DIRECT_POST" else VIDEO_UPLOAD
 
 
+def _members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose members are named once each. The body goes to TikTok as it is, and parsers disagree on
+    a repeated member (Python keeps the last, others the first): the value checked must be the one TikTok reads."""
+    members: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in members:
+            raise InvalidRequest(f"The member {name[:64]} appears more than once in a JSON object of the body.")
+        members[name] = value
+    return members
+
+
 def _json_body(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
     if empty_ok and not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw, object_pairs_hook=_members)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes (still under 1 MiB)
         raise InvalidRequest("The body must be a JSON object.") from None
     return _object(body, "The body")
 

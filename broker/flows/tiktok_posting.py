@@ -21,7 +21,7 @@ def published_id(body: bytes) -> str | None:
     try:
         answer = json.loads(body)
         error, data = answer.get("error"), answer.get("data")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):  # RecursionError: nested deeper than the parser goes
         return None
     if not isinstance(error, dict) or error.get("code") != "ok" or not isinstance(data, dict):
         return None

@@ -10,6 +10,7 @@ from broker.errors import InvalidRequest
 from broker.flows.authz_request import AuthorizationError, ClientReply
 from broker.flows.consent import ConsentRequest
 from broker.flows.oidc import AuthorizeStep, ToTikTok
+from broker.web.bodies import read_form
 from broker.web.browser_guard import require_same_origin
 from broker.web.client_addr import client_ip
 from broker.web.client_reply import deliver
@@ -73,7 +74,7 @@ async def consent(request: Request) -> Response:
     svc = services(request)
     require_same_origin(request, svc.settings.issuer)
     session = await svc.sessions.resolve(read_session_cookie(request, svc.settings))
-    form = await request.form()
+    form = await read_form(request)  # capped: Starlette's own parser would hold up to a gigabyte
     request_id, token, action = (str(form.get(name) or "") for name in ("request_id", "csrf_token", "action"))
     if session is None or action not in ("allow", "deny") or not svc.form_tokens.check(
             token, session.sid, f"{CONSENT_PURPOSE}:{request_id}", svc.oidc.clock.now()):

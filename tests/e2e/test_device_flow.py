@@ -36,6 +36,7 @@ clients:
     client_name: Game Console
     first_party: true
     grant_types: ["{DEVICE_GRANT}"]
+    scopes: [openid, account]
   - client_id: web
     redirect_uris: ["https://web.example.com/cb"]
 """)
@@ -182,6 +183,10 @@ def test_refusals(stack: Stack) -> None:
                                                                           "scope": "openid account"})) == \
         "invalid_scope"
     assert httpx.post(f"{url}/oauth/device_authorization", data={"client_id": "nobody"}).status_code == 401
+    # A user code can be phished (RFC 8628 section 5.4): whoever started the flow gets what the person allows, so
+    # a device never gets the power to delete the account or sign the user out everywhere, even the company's own.
+    account = httpx.post(f"{url}/oauth/device_authorization", data={"client_id": "console", "scope": "openid account"})
+    assert error_of(account) == "invalid_scope" and "account" in account.json()["error_description"]
     started = start(stack)
     assert error_of(poll(stack, started["device_code"], "console")) == "invalid_grant"  # another client's code
     assert error_of(poll(stack, "made-up")) == "invalid_grant"

@@ -137,6 +137,28 @@ def test_logout_requests_are_checked_before_anything_ends(stack: Stack, alice: B
     assert alice.client.get(f"{url}/auth/verify").status_code == 401
 
 
+def test_a_hint_without_the_browsers_cookie_ends_only_the_apps_own_sign_in(
+        stack: Stack, alice: Browser, receiver: LogoutReceiver) -> None:
+    """An ID token is no key to the user's broker session: sent from anywhere but the user's browser (no cookie, so
+    nothing to sign out there), even expired, it ends only what the app's own token could end."""
+    url = stack.broker.url
+    photos, ours = tokens_for(alice, url, PHOTOS), tokens_for(alice, url, OURS)
+    answer = httpx.get(f"{url}/logout", params={"id_token_hint": photos["id_token"],
+                                                "post_logout_redirect_uri": BYE})
+    assert answer.status_code == 303 and answer.headers["location"] == BYE
+    assert list(logouts_by_client(stack, receiver, 1)) == ["photos"]  # the app's own family ended...
+    refreshed = httpx.post(f"{url}/oauth/token", auth=PHOTOS.auth,
+                           data={"grant_type": "refresh_token", "refresh_token": photos["refresh_token"]})
+    assert refreshed.status_code == 400
+    # ...and nothing else: Alice's browser session, another app's family, her TikTok link.
+    assert alice.client.get(f"{url}/auth/verify").status_code == 200
+    kept = httpx.post(f"{url}/oauth/token", data={"grant_type": "refresh_token", "client_id": OURS.client_id,
+                                                  "refresh_token": ours["refresh_token"]})
+    assert kept.status_code == 200, kept.text
+    assert [call for call in stack.tiktok.calls if call["endpoint"] == "revoke"] == []
+    assert len(receiver.tokens) == 1
+
+
 def test_every_way_a_session_ends_sends_a_logout_token(stack: Stack, receiver: LogoutReceiver) -> None:
     url = stack.broker.url
 

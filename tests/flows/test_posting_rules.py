@@ -18,6 +18,7 @@ from broker.flows.posting_rules import (
     check_posting_call,
     utf16_units,
 )
+from broker.flows.tiktok_posting import published_id
 
 MB = 1024 * 1024
 VIDEO = {"post_info": {"privacy_level": "SELF_ONLY", "title": "Hello", "disable_duet": False,
@@ -122,3 +123,9 @@ def test_titles_count_utf16_units_as_tiktok_does() -> None:
     assert utf16_units("abc") == 3
     assert utf16_units("\U0001f600") == 2
     assert utf16_units("é") == 1
+
+
+def test_an_init_answer_nested_too_deep_records_no_publish_id() -> None:
+    # TikTok's answer is read after the post exists: a garbled one must not turn into a 500.
+    assert published_id(b"[" * 100_000) is None
+    assert published_id(b'{"error":{"code":"ok"},"data":{"publish_id":"v_pub_1"}}') == "v_pub_1"

@@ -16,7 +16,7 @@ ISSUER = "http://127.0.0.1:8080"
 FORM_LIMIT = 16 * 1024  # the documented cap of OAuth and browser forms
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 FORM_ENDPOINTS = ("/oauth/token", "/oauth/revoke", "/oauth/introspect")
-BROWSER_FORMS = ("/logout", "/account/sessions/end", "/account/delete")
+BROWSER_FORMS = ("/logout", "/account/sessions/end", "/account/delete", "/account/apps/revoke", "/authorize/consent")
 
 
 @pytest.fixture

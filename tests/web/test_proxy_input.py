@@ -68,3 +68,41 @@ async def test_a_body_over_the_proxy_cap_is_refused_before_tiktok(stack: tuple[I
                                      body=b"[" + b" " * (1 << 20) + b"]")
     assert status == 413, body
     assert len(running.emulator.state.emulator.calls) == before
+
+
+async def test_a_posting_body_nested_too_deep_is_a_400_before_tiktok(
+        stack: tuple[InProcess, dict[str, str]]) -> None:
+    running, bearer = stack
+    before = len(running.emulator.state.emulator.calls)
+    for path in ("/v2/post/publish/video/init/", "/v2/post/publish/status/fetch/",
+                 "/v2/post/publish/creator_info/query/"):
+        # Far under the 1 MiB cap, but deeper than Python's JSON parser goes (it raises RecursionError).
+        for body in (b"[" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+            status, answer = await raw_request(running.app, "POST", f"/tiktok{path}",
+                                               headers={"authorization": bearer["Authorization"],
+                                                        "content-type": "application/json"}, body=body)
+            assert status == 400, (path, answer[:200])
+            assert b'"invalid_request"' in answer and b"JSON object" in answer
+    assert len(running.emulator.state.emulator.calls) == before
+
+
+async def test_a_posting_body_naming_a_member_twice_is_a_400_before_tiktok(
+        stack: tuple[InProcess, dict[str, str]]) -> None:
+    """The check reads one value of a repeated JSON member (Python keeps the last) while TikTok might act on
+    another: a photo post's post_mode decides the scope it needs, a status fetch's publish_id whose post it is."""
+    running, bearer = stack
+    before = len(running.emulator.state.emulator.calls)
+    photo = (b'{"media_type":"PHOTO","post_mode":"DIRECT_POST","post_mode":"MEDIA_UPLOAD",'
+             b'"source_info":{"source":"PULL_FROM_URL","photo_images":["https://media.example.com/1.jpg"]}}')
+    status = b'{"publish_id":"v_pub_someone_else","publish_id":"v_pub_mine"}'
+    nested = (b'{"post_info":{"privacy_level":"SELF_ONLY","title":"a","title":"b"},'
+              b'"source_info":{"source":"PULL_FROM_URL","video_url":"https://media.example.com/v.mp4"}}')
+    for path, body, member in (("/v2/post/publish/content/init/", photo, b"post_mode"),
+                               ("/v2/post/publish/status/fetch/", status, b"publish_id"),
+                               ("/v2/post/publish/video/init/", nested, b"title")):
+        code, answer = await raw_request(running.app, "POST", f"/tiktok{path}",
+                                         headers={"authorization": bearer["Authorization"],
+                                                  "content-type": "application/json"}, body=body)
+        assert code == 400, (path, answer[:200])
+        assert b'"invalid_request"' in answer and member in answer, answer
+    assert len(running.emulator.state.emulator.calls) == before
