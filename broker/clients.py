@@ -160,6 +160,13 @@ def load_clients(path: Path | None, *, gateway_audience: str | None = None) -> C
                             "audience (BROKER_GATEWAY_AUDIENCE), which /auth/verify accepts: only a first_party "
                             "client may receive tokens for it")
         clients.append(client)
+    # An audience naming another client would make that client's own service (which checks aud == its id, the
+    # default) and its introspection accept this client's tokens: one app acting as another.
+    ids = {client.client_id for client in clients}
+    for index, client in enumerate(clients):
+        if client.audience and client.audience != client.client_id and client.audience in ids:
+            problems.append(f"clients[{index}] ({client.client_id}).audience: {client.audience!r} is another "
+                            "client's client_id, the audience of that client's own tokens")
     if problems:
         raise ConfigError([f"{prefix}: {problem}" for problem in problems])
     return ClientRegistry(tuple(clients))

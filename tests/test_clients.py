@@ -117,3 +117,19 @@ def test_a_native_apps_loopback_redirect_matches_any_port(tmp_path: Path) -> Non
     # A confidential client (a web server on a developer's machine) keeps the exact match.
     assert web.accepts_redirect_uri("http://127.0.0.1:9000/cb")
     assert not web.accepts_redirect_uri("http://127.0.0.1:9001/cb")
+
+
+def test_an_audience_naming_another_client_is_refused_in_either_order(tmp_path: Path) -> None:
+    """Service `billing` checks aud == "billing" (its default audience): another app's tokens must never carry it."""
+    billing = {"client_id": "billing", "redirect_uris": ["https://billing.example.com/cb"]}
+    intruder = {"client_id": "intruder", "redirect_uris": ["https://i.example.com/cb"], "audience": "billing"}
+    for entries in ((billing, intruder), (intruder, billing)):
+        with pytest.raises(ConfigError) as caught:
+            registry(tmp_path, *entries)
+        assert any("(intruder).audience: 'billing' is another client's client_id" in problem
+                   for problem in caught.value.problems), caught.value.problems
+    # Naming itself, or sharing an API audience with another client, stays allowed.
+    shared = registry(tmp_path, {**billing, "audience": "billing"},
+                      {"client_id": "web", "redirect_uris": ["https://w.example.com/cb"], "audience": "api"},
+                      {"client_id": "cli", "redirect_uris": ["https://c.example.com/cb"], "audience": "api"})
+    assert sorted(shared.audiences()) == ["api", "billing"]
