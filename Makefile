@@ -15,6 +15,10 @@ help: ## list the targets
 LOCK_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
 	--no-emit-package tiktok-broker --no-emit-package tiktok-broker-sdk --no-emit-package tiktok-broker-emulator
 PACKAGES = -e ./sdk -e ./emulator -e .
+# Most tests wait on servers, so test files run on several processes, each with its own redis-server; a file stays
+# on one process (its module fixtures are set up once). `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= 3
+PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # `make test` fails below this share of lines and branches covered (broker, SDK, emulator); raise it, never lower.
 COVERAGE_FLOOR = 88
 
@@ -33,10 +37,11 @@ dev: $(STAMP) ## run broker + TikTok emulator + embedded Redis on this machine
 	$(VENV)/bin/broker dev
 
 test: $(STAMP) ## run the whole test suite (real Redis, emulator over real HTTP), with coverage and its floor
-	$(PY) -m pytest -q --cov --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
+	$(PY) -m pytest -q $(PARALLEL) -m "not serial" --cov --cov-report=
+	$(PY) -m pytest -q -m serial --cov --cov-append --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 test-fast: $(STAMP) ## unit and single-process tests only (no servers in other processes, no browser)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 lint: $(STAMP) lint-docker ## ruff, and hadolint on the Dockerfile
 	$(VENV)/bin/ruff check broker sdk emulator tests bench

@@ -18,6 +18,9 @@ from tests.support.redis_topologies import SlotCheckingRedis
 # What `make test-fast` leaves out: tests that start servers in other processes, drive a browser, or run long.
 SLOW_DIRECTORIES = ("e2e", "cli", "deploy")
 SLOW_FILES = ("test_schemathesis.py",)
+# What `make test` runs in one process after the others: schemathesis reports each API operation as a subtest,
+# and pytest-xdist's workers drop subtest failures (the test would pass with an undocumented answer).
+SERIAL_FILES = ("test_schemathesis.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -26,6 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         relative = item.path.relative_to(root)
         if relative.parts[0] in SLOW_DIRECTORIES or relative.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+        if relative.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(scope="session")
