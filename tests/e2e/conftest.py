@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,12 +51,28 @@ def start_stack(base: Settings, *, tiktok_webhooks: bool = False,
     return Stack(broker, emulator, settings, emulator_app), [broker, emulator]
 
 
+@contextmanager
+def live_stack(base: Settings, **options: Any) -> Iterator[Stack]:
+    """start_stack for the length of a block; the servers stop whatever happens in it."""
+    running, servers = start_stack(base, **options)
+    try:
+        yield running
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def write_clients(directory: Path, text: str) -> Path:
+    """A clients file (BROKER_CLIENTS_FILE) holding `text`."""
+    path = directory / "clients.yaml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def stack(base_settings: Settings) -> Iterator[Stack]:
-    running, servers = start_stack(base_settings)
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import redis
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.apps import App, authorize, exchange, reply_params, tokens_for
 from tests.support.browser import Browser
 
@@ -26,8 +26,7 @@ GATEWAY = App("gateway", "", "gateway-secret-0123456789-abcdefghijklmnop")
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: {THIRD.client_id}
     client_name: Photo Frame
@@ -43,11 +42,9 @@ clients:
     client_secret_sha256: {secret_digest(str(GATEWAY.secret))}
     audience: {GATEWAY_AUDIENCE}
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients,
-                                                                gateway_audience=GATEWAY_AUDIENCE))
-    yield running
-    for server in servers:
-        server.stop()
+    settings = base_settings.with_overrides(clients_file=clients, gateway_audience=GATEWAY_AUDIENCE)
+    with live_stack(settings) as running:
+        yield running
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import redis
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, live_stack, write_clients
 from tests.support.apps import App, authorization_url, exchange, pkce
 from tests.support.backchannel import LogoutReceiver, logout_receiver
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
@@ -34,8 +34,7 @@ def receiver() -> Iterator[LogoutReceiver]:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path, receiver: LogoutReceiver) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: {THIRD.client_id}
     client_name: Photo Frame
@@ -44,10 +43,8 @@ clients:
     scopes: [openid, profile, user.info.basic]
     backchannel_logout_uri: {receiver.url}
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 def test_allow_an_app_then_revoke_it_from_the_account_page(stack: Stack, receiver: LogoutReceiver,

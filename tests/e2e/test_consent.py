@@ -11,7 +11,7 @@ import pytest
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.apps import App, authorization_url, authorize, pkce, reply_params
 from tests.support.browser import Browser
 
@@ -21,8 +21,7 @@ OURS = App("ours", "https://app.example.com/ours/cb")
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: {THIRD.client_id}
     client_name: Photo Frame
@@ -34,10 +33,8 @@ clients:
     redirect_uris: ["{OURS.redirect_uri}"]
     scopes: [openid, profile]
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from broker.clients import secret_digest
 from broker.config import Settings
 from broker.flows.tokens import SESSION_GRANT
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.browser import Browser
 from tests.support.servers import ThreadedServer
 
@@ -54,14 +54,13 @@ def receiver() -> Iterator[tuple[Receiver, ThreadedServer]]:
 
 @pytest.fixture
 def stack(base_settings: Settings, receiver: tuple[Receiver, ThreadedServer], tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"clients:\n  - client_id: gateway\n    client_secret_sha256: {secret_digest(GATEWAY_SECRET)}\n"
-                       f"    first_party: true\n    audience: {GATEWAY_AUDIENCE}\n")
-    running, servers = start_stack(base_settings.with_overrides(
-        webhook_urls=(f"{receiver[1].url}/events",), clients_file=clients, gateway_audience=GATEWAY_AUDIENCE))
-    yield running
-    for server in servers:
-        server.stop()
+    clients = write_clients(tmp_path, f"clients:\n  - client_id: gateway\n"
+                                      f"    client_secret_sha256: {secret_digest(GATEWAY_SECRET)}\n"
+                                      f"    first_party: true\n    audience: {GATEWAY_AUDIENCE}\n")
+    settings = base_settings.with_overrides(webhook_urls=(f"{receiver[1].url}/events",), clients_file=clients,
+                                            gateway_audience=GATEWAY_AUDIENCE)
+    with live_stack(settings) as running:
+        yield running
 
 
 def introspect(stack: Stack, token: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.apps import App, authorization_url, pkce, reply_params
 from tests.support.browser import Browser
 from tests.support.servers import ThreadedServer
@@ -50,8 +50,7 @@ def listener() -> Iterator[LoopbackListener]:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: cli
     client_name: Uploader CLI
@@ -59,10 +58,8 @@ clients:
     redirect_uris: ["{REGISTERED}"]
     scopes: [openid, profile]
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 def sign_in(stack: Stack, browser: Browser, url: str) -> httpx.Response:

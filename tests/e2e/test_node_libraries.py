@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from broker.config import Settings
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, live_stack, write_clients
 from tests.support.backchannel import LogoutReceiver, logout_receiver
 from tests.support.browser import Browser
 from tests.support.relying_parties import BYE, KINDS, Kind, clients_yaml, until_app
@@ -60,12 +60,9 @@ def receiver() -> Iterator[LogoutReceiver]:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path, receiver: LogoutReceiver) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(clients_yaml(receiver.url))
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    clients = write_clients(tmp_path, clients_yaml(receiver.url))
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 def run_app(node: str, library: str, kind: Kind, stack: Stack, receiver: LogoutReceiver) -> dict[str, object]:

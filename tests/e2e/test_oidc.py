@@ -17,7 +17,7 @@ from joserfc.jwk import KeySet
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.browser import Browser
 
 SECRET = "webapp-secret-0123456789-abcdefghijklmnopq"
@@ -27,8 +27,7 @@ SPA_CB = "https://spa.example.com/cb"
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: webapp
     client_secret_sha256: {secret_digest(SECRET)}
@@ -40,10 +39,8 @@ clients:
     redirect_uris: ["{SPA_CB}"]
     scopes: [openid, profile]
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 def sign_in_until_client(stack: Stack, browser: Browser, url: str) -> str:

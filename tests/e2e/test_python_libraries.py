@@ -25,7 +25,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.backchannel import LogoutReceiver, logout_receiver
 from tests.support.browser import Browser
 from tests.support.relying_parties import BYE, KINDS, Kind, clients_yaml, until_app
@@ -39,12 +39,9 @@ def receiver() -> Iterator[LogoutReceiver]:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path, receiver: LogoutReceiver) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(clients_yaml(receiver.url))
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients))
-    yield running
-    for server in servers:
-        server.stop()
+    clients = write_clients(tmp_path, clients_yaml(receiver.url))
+    with live_stack(base_settings.with_overrides(clients_file=clients)) as running:
+        yield running
 
 
 def checked_id_token(stack: Stack, jwks: dict[str, object], token: dict[str, str], kind: Kind, *,

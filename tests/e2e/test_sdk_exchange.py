@@ -19,7 +19,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
 
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 from tests.support.user_journey import sign_in
 
@@ -32,8 +32,7 @@ FOREIGN_LINK = "https://elsewhere.example.com/tiktok"
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: photos-ios
     client_name: Photo Frame
@@ -46,11 +45,9 @@ clients:
     redirect_uris: ["https://photos.example.com/cb"]
     scopes: [openid]
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients),
-                                   sdk_redirect_uris=(APP_LINK, OTHER_LINK, FOREIGN_LINK))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(clients_file=clients),
+                    sdk_redirect_uris=(APP_LINK, OTHER_LINK, FOREIGN_LINK)) as running:
+        yield running
 
 
 def sdk_sign_in(stack: Stack, *, redirect_uri: str = APP_LINK,

@@ -17,7 +17,7 @@ from broker.flows.tokens import SESSION_GRANT
 from broker.store.embedded import free_port
 from broker_sdk import BrokerVerifier, Introspection, JwksCache, TokenRejected, VerifierUnavailable
 from broker_sdk.introspection import basic_credentials
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, write_clients
 from tests.support.browser import Browser
 
 GATEWAY_SECRET = "gateway-secret-0123456789-abcdefghijklmnop"
@@ -27,8 +27,7 @@ GATEWAY_AUDIENCE = "https://gateway.example.com"
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    clients = tmp_path / "clients.yaml"
-    clients.write_text(f"""
+    clients = write_clients(tmp_path, f"""
 clients:
   - client_id: gateway
     client_secret_sha256: {secret_digest(GATEWAY_SECRET)}
@@ -36,11 +35,9 @@ clients:
     first_party: true
     audience: {GATEWAY_AUDIENCE}
 """)
-    running, servers = start_stack(base_settings.with_overrides(clients_file=clients,
-                                                                gateway_audience=GATEWAY_AUDIENCE))
-    yield running
-    for server in servers:
-        server.stop()
+    settings = base_settings.with_overrides(clients_file=clients, gateway_audience=GATEWAY_AUDIENCE)
+    with live_stack(settings) as running:
+        yield running
 
 
 @pytest.fixture
