@@ -75,6 +75,11 @@ async def device_page(request: Request) -> Response:
     if not typed:
         return _enter_page(svc, request, session)
     await _charged(svc, request, session)
+    return await _confirm_or_ask_again(svc, request, session, typed)
+
+
+async def _confirm_or_ask_again(svc: Services, request: Request, session: Session, typed: str) -> Response:
+    """The confirmation page for a pending code, or the entry page again (400) for a code that is not one."""
     approval = await svc.device.pending(typed)
     if approval is None:
         return _enter_page(svc, request, session, typed=typed, problem=UNKNOWN_CODE, status_code=400)
@@ -94,10 +99,7 @@ async def enter_code(request: Request) -> Response:
     typed, token = str(form.get("user_code") or ""), str(form.get("csrf_token") or "")
     if not svc.form_tokens.check(token, session.sid, ENTER_PURPOSE, svc.device.clock.now()):
         raise InvalidRequest("This page has expired. Please enter the code again.")
-    approval = await svc.device.pending(typed)
-    if approval is None:
-        return _enter_page(svc, request, session, typed=typed, problem=UNKNOWN_CODE, status_code=400)
-    return _confirm_page(svc, request, session, approval)
+    return await _confirm_or_ask_again(svc, request, session, typed)
 
 
 @html_endpoint

@@ -16,7 +16,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.support.browser import CSRF_TOKEN, Browser
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 from tests.support.user_journey import sign_in
@@ -45,11 +45,10 @@ clients:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    running, servers = start_stack(base_settings.with_overrides(
-        clients_file=clients_file(tmp_path / "clients.yaml"), trusted_proxies=(ip_network("127.0.0.1/32"),)))
-    yield running
-    for server in servers:
-        server.stop()
+    settings = base_settings.with_overrides(clients_file=clients_file(tmp_path / "clients.yaml"),
+                                            trusted_proxies=(ip_network("127.0.0.1/32"),))
+    with live_stack(settings) as running:
+        yield running
 
 
 def start(stack: Stack, client_id: str = "tv", scope: str = "openid profile user.info.basic") -> dict[str, Any]:

@@ -18,7 +18,7 @@ import pytest
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.support.apps import App, authorization_url, pkce, reply_params
 from tests.support.browser import Browser
 from tests.support.dpop import DPoPKey
@@ -57,12 +57,10 @@ clients:
 
 
 def dpop_stack(base: Settings, tmp_path: Path, **overrides: Any) -> Iterator[Stack]:
-    running, servers = start_stack(base.with_overrides(
+    with live_stack(base.with_overrides(
         clients_file=clients_file(tmp_path / "clients.yaml"), gateway_audience="http://gateway.test",
-        trusted_proxies=(ip_network("127.0.0.1/32"),), **overrides), sdk_redirect_uris=(APP_LINK,))
-    yield running
-    for server in servers:
-        server.stop()
+        trusted_proxies=(ip_network("127.0.0.1/32"),), **overrides), sdk_redirect_uris=(APP_LINK,)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from broker.config import Settings
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, live_stack
 from tests.support.log_ids import record_log_ids
 from tests.support.people import Person, age_grant, sign_in, stored_grant
 from tiktok_emulator import ids
@@ -25,10 +25,8 @@ SLOW_MS = 2000  # how long a "latency" fault keeps TikTok silent: four times the
 
 @pytest.fixture
 def impatient(base_settings: Settings) -> Iterator[Stack]:
-    running, servers = start_stack(base_settings.with_overrides(tiktok_timeout=TIMEOUT))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(tiktok_timeout=TIMEOUT)) as running:
+        yield running
 
 
 @pytest.fixture

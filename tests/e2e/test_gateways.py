@@ -23,7 +23,7 @@ import yaml
 
 from broker.config import Secret, Settings
 from broker.store.embedded import free_port
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, start_stack
 from tests.support.browser import Browser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -120,11 +120,9 @@ def envoy(stack: Stack, method: str, url: str, headers: dict[str, str], *,
 
 @pytest.fixture
 def gateway_stack(base_settings: Settings) -> Iterator[Stack]:
-    stack, servers = start_stack(base_settings.with_overrides(trusted_proxies=(ip_network("127.0.0.1/32"),),
-                                                              allowed_return_urls=(APP,)))
-    yield stack
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(trusted_proxies=(ip_network("127.0.0.1/32"),),
+                                                 allowed_return_urls=(APP,))) as stack:
+        yield stack
 
 
 def signed_in_cookie(stack: Stack, browser: Browser) -> str:

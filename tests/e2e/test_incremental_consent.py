@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.support.browser import Browser, query_of
 
 CREATOR_INFO = "/tiktok/v2/post/publish/creator_info/query/"
@@ -17,10 +17,8 @@ CREATOR_INFO = "/tiktok/v2/post/publish/creator_info/query/"
 
 @pytest.fixture
 def stack(base_settings: Settings) -> Iterator[Stack]:
-    running, servers = start_stack(base_settings, scopes=("user.info.basic",))
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings, scopes=("user.info.basic",)) as running:
+        yield running
 
 
 def session_token(stack: Stack, browser: Browser) -> str:

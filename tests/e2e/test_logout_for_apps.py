@@ -13,7 +13,7 @@ import pytest
 
 from broker.clients import secret_digest
 from broker.config import Settings
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.support.apps import App, tokens_for
 from tests.support.backchannel import LogoutReceiver, logout_receiver
 from tests.support.browser import Browser
@@ -51,11 +51,9 @@ clients:
 
 @pytest.fixture
 def stack(base_settings: Settings, tmp_path: Path, receiver: LogoutReceiver) -> Iterator[Stack]:
-    running, servers = start_stack(base_settings.with_overrides(
-        clients_file=clients_file(tmp_path / "clients.yaml", receiver)), tiktok_webhooks=True)
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(base_settings.with_overrides(
+        clients_file=clients_file(tmp_path / "clients.yaml", receiver)), tiktok_webhooks=True) as running:
+        yield running
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from broker.config import Secret, Settings
 from broker.flows.tokens import SESSION_GRANT
 from broker.store.embedded import EmbeddedRedis, free_port
 from broker.web.routes import ROUTES
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.e2e.test_login import log_in
 from tests.e2e.test_tiktok_proxy import expire_stored_grant
 from tests.support.browser import Browser
@@ -26,10 +26,8 @@ PROXY_ROUTE = "/tiktok/{path:path}"
 
 
 def running(base: Settings, **overrides: object) -> Iterator[Stack]:
-    stack, servers = start_stack(base.with_overrides(**overrides))
-    yield stack
-    for server in servers:
-        server.stop()
+    with live_stack(base.with_overrides(**overrides)) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import redis
 from broker.clients import secret_digest
 from broker.config import Settings
 from broker_sdk.tiktok import BrokerApiError, BrokerTikTok, PostResult
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.e2e.test_deletion import Receiver
 from tests.support.browser import Browser
 from tests.support.media import fake_video
@@ -51,11 +51,9 @@ clients:
 
 
 def posting_stack(base: Settings, clients_file: Path, **options: Any) -> Iterator[Stack]:
-    stack, servers = start_stack(base.with_overrides(clients_file=clients_file), scopes=POSTING_SCOPES,
-                                 **{**EMULATOR, **options})
-    yield stack
-    for server in servers:
-        server.stop()
+    with live_stack(base.with_overrides(clients_file=clients_file), scopes=POSTING_SCOPES,
+                    **{**EMULATOR, **options}) as stack:
+        yield stack
 
 
 @pytest.fixture

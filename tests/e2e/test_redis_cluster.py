@@ -31,7 +31,7 @@ from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.tracking import InvalidationListener, tracked_prefixes, tracking_connector
 from broker.store.vault import Vault
 from tests.conftest import vault_key
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.support.gateway_load import GatewayLoad
 from tests.support.redis_topologies import ClusterTopology, requires_redis_server, wait_for
 from tests.support.servers import ThreadedServer
@@ -138,10 +138,8 @@ def cluster_stack(base_settings: Settings, cluster: ClusterTopology) -> Iterator
     # Webhook deliveries to a closed port stay in the outbox and are retried: more store steps on the way.
     settings = base_settings.with_overrides(redis_url=Secret(cluster.url()), redis_prefix=f"c{uuid.uuid4().hex[:6]}:",
                                             webhook_urls=(f"http://127.0.0.1:{free_port()}/events",))
-    running, servers = start_stack(settings)
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(settings) as running:
+        yield running
 
 
 def test_the_whole_flow_runs_on_the_cluster(cluster_stack: Stack, cluster: ClusterTopology) -> None:

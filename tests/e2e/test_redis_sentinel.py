@@ -16,7 +16,7 @@ from broker.config import Secret, Settings
 from broker.errors import StoreUnavailable
 from broker.store.keys import KeySpace
 from broker.store.redis import create_redis, ping
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack, start_stack
 from tests.support.gateway_load import GatewayLoad
 from tests.support.redis_topologies import USER, WATCHER, SentinelTopology, requires_redis_server, wait_for
 from tests.support.servers import ThreadedServer
@@ -92,10 +92,8 @@ async def test_a_refused_client_gets_store_unavailable(sentinels: SentinelTopolo
 def sentinel_stack(base_settings: Settings, sentinels: SentinelTopology) -> Iterator[Stack]:
     settings = base_settings.with_overrides(redis_url=Secret(sentinels.url()),
                                             redis_prefix=f"s{uuid.uuid4().hex[:6]}:")
-    running, servers = start_stack(settings)
-    yield running
-    for server in servers:
-        server.stop()
+    with live_stack(settings) as running:
+        yield running
 
 
 def test_the_whole_flow_runs_through_sentinel(sentinel_stack: Stack, sentinels: SentinelTopology) -> None:

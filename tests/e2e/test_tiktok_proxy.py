@@ -20,7 +20,7 @@ from broker.store.keys import KeySpace
 from broker.store.tiktok_tokens import TikTokTokenStore
 from broker.store.vault import Vault
 from broker_sdk.tiktok import BrokerApiError, BrokerTikTok
-from tests.e2e.conftest import ALICE, Stack, start_stack
+from tests.e2e.conftest import ALICE, Stack, live_stack
 from tests.e2e.test_login import log_in
 from tests.support.browser import Browser
 
@@ -47,10 +47,8 @@ clients:
 
 
 def running(base: Settings, clients_file: Path, **overrides: Any) -> Iterator[Stack]:
-    stack, servers = start_stack(base.with_overrides(clients_file=clients_file, **overrides))
-    yield stack
-    for server in servers:
-        server.stop()
+    with live_stack(base.with_overrides(clients_file=clients_file, **overrides)) as stack:
+        yield stack
 
 
 @pytest.fixture

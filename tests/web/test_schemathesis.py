@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 from broker.config import RateLimit, Secret, Settings
 from broker.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import vault_key
-from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.conftest import Stack, live_stack
 from tests.e2e.test_rate_limits import API_ENDPOINTS, BROWSER_ENDPOINTS, call
 from tests.support import credentials
 from tests.support.browser import Browser
@@ -106,10 +106,8 @@ def stack_settings(home: Path, redis_url: str) -> Settings:
 
 
 def running(settings_: Settings) -> Iterator[Stack]:
-    stack, servers = start_stack(settings_)
-    yield stack
-    for server in servers:
-        server.stop()
+    with live_stack(settings_) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
