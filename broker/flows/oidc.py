@@ -91,8 +91,9 @@ class OidcFlow:
         request_uri = params.get("request_uri", "")
         if not request_uri.startswith(REQUEST_URI_PREFIX):
             return params, False
-        found = await self.store.take_pushed(request_uri)
-        if found is None or found[0] != params.get("client_id"):
+        client_id = params.get("client_id", "")
+        found = await self.store.take_pushed(client_id, request_uri)
+        if found is None or found[0] != client_id:
             raise AuthorizationError("invalid_request_uri", "This request_uri is unknown, expired or already used.")
         return found[1], True
 

@@ -93,8 +93,9 @@ class AuthorizationStore:
     def _pending_key(self, request_id: str) -> str:
         return f"{self.keys.prefix}authz:{digest(request_id)}"
 
-    def _pushed_key(self, request_uri: str) -> str:
-        return f"{self.keys.prefix}par:{digest(request_uri)}"
+    def _pushed_key(self, client_id: str, request_uri: str) -> str:
+        # Filed under its client too: another client presenting the request_uri looks elsewhere and spends nothing.
+        return f"{self.keys.prefix}par:{digest(client_id + chr(0) + request_uri)}"
 
     async def put_pending(self, request_id: str, pending: PendingAuthorization, ttl: int) -> None:
         async with translated_errors():
@@ -109,12 +110,13 @@ class AuthorizationStore:
         """The parameters of a pushed authorization request, under its request_uri (stored as a hash only)."""
         payload = json.dumps({"client_id": client_id, "params": params}, separators=(",", ":"))
         async with translated_errors():
-            await self.client.set(self._pushed_key(request_uri), payload, ex=ttl)
+            await self.client.set(self._pushed_key(client_id, request_uri), payload, ex=ttl)
 
-    async def take_pushed(self, request_uri: str) -> tuple[str, dict[str, str]] | None:
-        """(client id, parameters) of a pushed request, once; None when unknown, expired or already used."""
+    async def take_pushed(self, client_id: str, request_uri: str) -> tuple[str, dict[str, str]] | None:
+        """(client id, parameters) of a request `client_id` pushed, once; None when unknown, expired, already
+        used or pushed by another client."""
         async with translated_errors():
-            raw = await self.client.getdel(self._pushed_key(request_uri))
+            raw = await self.client.getdel(self._pushed_key(client_id, request_uri))
         if raw is None:
             return None
         data = json.loads(raw)

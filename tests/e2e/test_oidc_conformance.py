@@ -195,6 +195,10 @@ async def test_pushed_requests_are_single_use_and_required_when_registered(stack
     request_uri = pushed.json()["request_uri"]
     assert pushed.json()["expires_in"] == 60
     assert 0 < max(redis_sync.ttl(key) for key in redis_sync.keys("broker:par:*")) <= 60
+    # Another client presenting it (the request_uri crossed the browser) is refused and spends nothing.
+    stolen = f"{stack.settings.issuer}/authorize?{urlencode({'client_id': 'spa', 'request_uri': request_uri})}"
+    refused_here = await stack.broker.get(stolen)
+    assert refused_here.status_code == 400 and "request_uri is unknown" in refused_here.text
     url = f"{stack.settings.issuer}/authorize?{urlencode({'client_id': 'par-only', 'request_uri': request_uri})}"
     reply = answer(await stack.broker.get(url))
     assert reply["state"] == "p-1" and "code" in reply
