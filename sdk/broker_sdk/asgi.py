@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from broker_sdk.dpop import DPoPChecker, bound_key
 from broker_sdk.errors import TokenRejected, VerifierUnavailable
 from broker_sdk.verifier import BrokerVerifier, Claims
 
@@ -35,16 +36,51 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-def challenge(reason: str) -> str:
-    """The WWW-Authenticate value: no error code when no token was sent at all (RFC 6750 section 3.1)."""
+def challenge(reason: str, scheme: str = "Bearer") -> str:
+    """The WWW-Authenticate value: no error code when no token was sent at all (RFC 6750 section 3.1); the DPoP
+    scheme (RFC 9449 section 7.1) when the request or its token was DPoP's."""
     if reason == MISSING_TOKEN:
-        return "Bearer"
-    return f'Bearer error="invalid_token", error_description="{_UNSAFE.sub("", reason)}"'
+        return scheme
+    return f'{scheme} error="invalid_token", error_description="{_UNSAFE.sub("", reason)}"'
 
 
-def rejected_response(reason: str) -> JSONResponse:
+def rejected_response(reason: str, scheme: str = "Bearer") -> JSONResponse:
     return JSONResponse({"error": "invalid_token", "error_description": reason}, status_code=401,
-                        headers={"WWW-Authenticate": challenge(reason), "Cache-Control": "no-store"})
+                        headers={"WWW-Authenticate": challenge(reason, scheme), "Cache-Control": "no-store"})
+
+
+class DPoPTokenRejected(TokenRejected):
+    """A refusal whose challenge names the DPoP scheme: the request or its token was DPoP's."""
+
+
+async def verified_claims(scope: Scope, verifier: BrokerVerifier, dpop: DPoPChecker | None,
+                          public_origin: str | None) -> Claims:
+    """The claims of the request's access token. Without `dpop`: `Authorization: Bearer` only. With it, also
+    `Authorization: DPoP` with its proof; and a DPoP-bound token (`cnf.jkt`) counts only with its proof, never as
+    a bearer token (RFC 9449 section 7.1), so that a stolen bound token is worth nothing here."""
+    headers = Headers(scope=scope)
+    authorization = (headers.get("authorization") or "").strip()
+    scheme, _, credentials = authorization.partition(" ")
+    if dpop is None or scheme.lower() != "dpop":
+        claims = await verifier.verify(bearer_token(authorization))
+        if dpop is not None and bound_key(claims) is not None:
+            raise DPoPTokenRejected("a DPoP-bound token needs Authorization: DPoP and its proof")
+        return claims
+    try:
+        token = bearer_token(f"Bearer {credentials}")
+        claims = await verifier.verify(token)
+        method = "GET" if scope["type"] == "websocket" else scope["method"]  # a WebSocket handshake is a GET
+        url = public_origin.rstrip("/") + scope["path"] if public_origin else str(HTTPConnection(scope).url)
+        await dpop.check_bound(claims, token, proof=headers.get("dpop"), method=method, url=url)
+    except DPoPTokenRejected:
+        raise
+    except TokenRejected as exc:
+        raise DPoPTokenRejected(exc.reason) from None
+    return claims
+
+
+def _scheme_of(exc: TokenRejected) -> str:
+    return "DPoP" if isinstance(exc, DPoPTokenRejected) else "Bearer"
 
 
 def unavailable_response() -> JSONResponse:
@@ -60,11 +96,19 @@ class BrokerAuthMiddleware:
     Otherwise HTTP gets 401 `{"error": "invalid_token", ...}` with WWW-Authenticate (503 when the keys or
     the introspection endpoint cannot be reached) and a WebSocket is closed with code 1008. A path in
     `exempt_paths` passes without a token: an exact match, or a prefix when the entry ends with "/".
+
+    `dpop`: give a `DPoPChecker` when apps call this service directly with DPoP-bound tokens (see
+    `verified_claims`); `public_origin` (`https://api.example.com`) is what such apps call, when a proxy in front
+    changes the scheme or host this service sees. Behind the broker's gateway, which checks the proofs itself,
+    leave it out.
     """
 
-    def __init__(self, app: ASGIApp, verifier: BrokerVerifier, *, exempt_paths: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, verifier: BrokerVerifier, *, exempt_paths: Iterable[str] = (),
+                 dpop: DPoPChecker | None = None, public_origin: str | None = None) -> None:
         self.app = app
         self.verifier = verifier
+        self.dpop = dpop
+        self.public_origin = public_origin
         paths = tuple(exempt_paths)
         self._exact = frozenset(path for path in paths if not path.endswith("/"))
         self._prefixes = tuple(path for path in paths if path.endswith("/"))
@@ -78,16 +122,15 @@ class BrokerAuthMiddleware:
             return
         response: JSONResponse
         try:
-            token = bearer_token(Headers(scope=scope).get("authorization"))
-            claims = await self.verifier.verify(token)
+            claims = await verified_claims(scope, self.verifier, self.dpop, self.public_origin)
         except TokenRejected as exc:
-            response = rejected_response(exc.reason)
+            response = rejected_response(exc.reason, _scheme_of(exc))
         except VerifierUnavailable as exc:
             log.warning("access token not checked: %s", exc)
             response = unavailable_response()
         else:
             scope.setdefault("state", {})[STATE_KEY] = claims
-            scope[_VERIFIED_BY] = self.verifier
+            scope[_VERIFIED_BY] = (self.verifier, self.dpop)
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -96,26 +139,28 @@ class BrokerAuthMiddleware:
             await response(scope, receive, send)
 
 
-def require_claims(verifier: BrokerVerifier) -> Callable[[Request], Awaitable[Claims]]:
-    """A dependency giving the verified claims of the request's bearer token: `Depends(require_claims(v))`
+def require_claims(verifier: BrokerVerifier, *, dpop: DPoPChecker | None = None,
+                   public_origin: str | None = None) -> Callable[[Request], Awaitable[Claims]]:
+    """A dependency giving the verified claims of the request's access token: `Depends(require_claims(v))`
     in FastAPI, `await dependency(request)` in Starlette. Raises HTTPException 401 (with WWW-Authenticate)
-    or 503; reuses the claims when BrokerAuthMiddleware already checked the request with this verifier."""
+    or 503; reuses the claims when BrokerAuthMiddleware already checked the request with this verifier and
+    this DPoP checker. `dpop` and `public_origin` as for BrokerAuthMiddleware."""
 
     async def broker_claims(request: Request) -> Claims:
         claims = request.scope.get("state", {}).get(STATE_KEY)
-        if isinstance(claims, dict) and request.scope.get(_VERIFIED_BY) is verifier:
+        if isinstance(claims, dict) and request.scope.get(_VERIFIED_BY) == (verifier, dpop):
             return claims
         try:
-            claims = await verifier.verify(bearer_token(request.headers.get("authorization")))
+            claims = await verified_claims(request.scope, verifier, dpop, public_origin)
         except TokenRejected as exc:
-            raise HTTPException(401, detail=exc.reason, headers={"WWW-Authenticate": challenge(exc.reason),
-                                                                 "Cache-Control": "no-store"}) from None
+            headers = {"WWW-Authenticate": challenge(exc.reason, _scheme_of(exc)), "Cache-Control": "no-store"}
+            raise HTTPException(401, detail=exc.reason, headers=headers) from None
         except VerifierUnavailable as exc:
             log.warning("access token not checked: %s", exc)
             raise HTTPException(503, detail="The access token cannot be checked right now.",
                                 headers={"Retry-After": RETRY_AFTER}) from None
         request.scope.setdefault("state", {})[STATE_KEY] = claims
-        request.scope[_VERIFIED_BY] = verifier
+        request.scope[_VERIFIED_BY] = (verifier, dpop)
         return claims
 
     return broker_claims

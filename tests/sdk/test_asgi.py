@@ -24,9 +24,10 @@ from broker.app import create_app
 from broker.config import Settings
 from broker.signing import TokenService
 from broker.store.embedded import free_port
-from broker_sdk import BrokerVerifier, Claims, JwksCache
+from broker_sdk import BrokerVerifier, Claims, DPoPChecker, JwksCache
 from broker_sdk.asgi import BrokerAuthMiddleware, challenge, require_claims
 from tests.sdk.conftest import AUDIENCE, ISSUER, LEEWAY, TTL, Forge, JwksEndpoint, make_service, start
+from tests.support.dpop import DPoPKey
 from tests.support.servers import ThreadedServer
 
 
@@ -181,6 +182,83 @@ async def test_websockets_are_checked_too(verifier: CountingVerifier, service: T
     assert seen[0]["state"]["broker_claims"]["sub"] == "carol"
     assert await connect([]) == [{"type": "websocket.close", "code": 1008, "reason": ""}]
     assert len(seen) == 1
+
+
+def dpop_app(verifier: BrokerVerifier, *, middleware: DPoPChecker | None, dependency: DPoPChecker | None,
+             public_origin: str | None = None) -> httpx.AsyncClient:
+    claims_of = require_claims(verifier, dpop=dependency, public_origin=public_origin)
+
+    async def me(request: Request) -> JSONResponse:
+        return JSONResponse({"sub": (await claims_of(request))["sub"]})
+
+    stack = [Middleware(BrokerAuthMiddleware, verifier=verifier, dpop=middleware, public_origin=public_origin)]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=Starlette(routes=[Route("/me", me)], middleware=stack)),
+                             base_url="http://api.test")
+
+
+async def test_with_a_dpop_checker_a_bound_token_counts_only_with_its_proof(verifier: CountingVerifier,
+                                                                            service: TokenService) -> None:
+    key, other = DPoPKey(), DPoPKey()
+    bound = service.issue(sub="dora", sid="s", scope="", extra={"cnf": {"jkt": key.jkt}}).token
+    plain = service.issue(sub="eve", sid="s", scope="").token
+    checker = DPoPChecker()
+    url = "http://api.test/me"
+    async with dpop_app(verifier, middleware=checker, dependency=checker) as client:
+        proof = key.proof("GET", url, access_token=bound)
+        ok = await client.get("/me", headers={"Authorization": f"DPoP {bound}", "DPoP": proof})
+        assert ok.status_code == 200 and ok.json() == {"sub": "dora"}
+        refusals = {
+            "replayed proof": ({"Authorization": f"DPoP {bound}", "DPoP": proof}, "already used"),
+            "bound token as bearer": (bearer(bound), "needs Authorization: DPoP"),
+            "no proof": ({"Authorization": f"DPoP {bound}"}, "a DPoP proof is required"),
+            "another key's proof": ({"Authorization": f"DPoP {bound}",
+                                     "DPoP": other.proof("GET", url, access_token=bound)}, "another key"),
+            "proof for another token": ({"Authorization": f"DPoP {bound}",
+                                         "DPoP": key.proof("GET", url, access_token=plain)}, "another access token"),
+            "proof for another method": ({"Authorization": f"DPoP {bound}",
+                                          "DPoP": key.proof("POST", url, access_token=bound)}, "another HTTP method"),
+            "unbound token as DPoP": ({"Authorization": f"DPoP {plain}",
+                                       "DPoP": key.proof("GET", url, access_token=plain)}, "not DPoP-bound"),
+            "DPoP without a token": ({"Authorization": "DPoP"}, "malformed authorization header"),
+        }
+        for name, (headers, reason) in refusals.items():
+            refused = await client.get("/me", headers=headers)
+            assert refused.status_code == 401, name
+            assert reason in refused.json()["error_description"], (name, refused.json())
+            assert refused.headers["www-authenticate"].startswith('DPoP error="invalid_token"'), name
+        unbound = await client.get("/me", headers=bearer(plain))  # bearer tokens are unchanged
+        assert unbound.status_code == 200 and unbound.json() == {"sub": "eve"}
+
+
+async def test_a_dependency_with_a_checker_does_not_trust_a_middleware_without_one(verifier: CountingVerifier,
+                                                                                  service: TokenService) -> None:
+    """Behind the broker's gateway (no checker) a bound token passes as a bearer token; a route that asks for
+    the checker itself checks again, whatever the middleware let through."""
+    key = DPoPKey()
+    bound = service.issue(sub="dora", sid="s", scope="", extra={"cnf": {"jkt": key.jkt}}).token
+    async with dpop_app(verifier, middleware=None, dependency=None) as gateway_side:
+        assert (await gateway_side.get("/me", headers=bearer(bound))).status_code == 200
+        direct = await gateway_side.get("/me", headers={"Authorization": f"DPoP {bound}",
+                                                        "DPoP": key.proof("GET", "http://api.test/me")})
+        assert direct.status_code == 401 and direct.headers["www-authenticate"].startswith("Bearer")
+    async with dpop_app(verifier, middleware=None, dependency=DPoPChecker()) as strict_route:
+        refused = await strict_route.get("/me", headers=bearer(bound))
+        assert refused.status_code == 401 and "needs Authorization: DPoP" in refused.text
+        assert refused.headers["www-authenticate"].startswith('DPoP error="invalid_token"')
+
+
+async def test_behind_a_proxy_the_proof_names_the_public_origin(verifier: CountingVerifier,
+                                                               service: TokenService) -> None:
+    key = DPoPKey()
+    bound = service.issue(sub="dora", sid="s", scope="", extra={"cnf": {"jkt": key.jkt}}).token
+    checker = DPoPChecker()
+    async with dpop_app(verifier, middleware=checker, dependency=checker,
+                        public_origin="https://api.example.com") as client:
+        public = key.proof("GET", "https://api.example.com/me", access_token=bound)
+        assert (await client.get("/me", headers={"Authorization": f"DPoP {bound}", "DPoP": public})).status_code == 200
+        internal = key.proof("GET", "http://api.test/me", access_token=bound)
+        refused = await client.get("/me", headers={"Authorization": f"DPoP {bound}", "DPoP": internal})
+        assert refused.status_code == 401 and "another URL" in refused.json()["error_description"]
 
 
 def test_error_descriptions_stay_inside_the_quoted_string() -> None:
