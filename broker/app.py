@@ -71,6 +71,7 @@ from broker.web.errors import EXCEPTION_HANDLERS
 from broker.web.gateway_fast import GatewayFastPath
 from broker.web.request_id import RequestIdMiddleware
 from broker.web.request_metrics import RequestMetricsMiddleware
+from broker.web.router import IndexedRouter
 from broker.web.routes import ROUTES
 from broker.web.services import Services
 from broker_sdk.http import cookieless_client
@@ -222,11 +223,11 @@ def create_app(settings: Settings, *, http_client: httpx.AsyncClient | None = No
 
     # Outermost first: the gateway's lean path answers allowed checks itself (with their request id and metric);
     # for everything else the request metrics time everything, the request id included.
-    app = Starlette(routes=ROUTES, exception_handlers=cast(Any, EXCEPTION_HANDLERS), lifespan=lifespan,
+    app = Starlette(exception_handlers=cast(Any, EXCEPTION_HANDLERS),
                     middleware=[Middleware(GatewayFastPath), Middleware(RequestMetricsMiddleware, metrics=metrics),
                                 Middleware(RequestIdMiddleware)])
     # No slash redirects: /login/ is a 404 like any unknown path, not a redirect built from the Host header (which
     # the client writes) and the raw query.
-    app.router.redirect_slashes = False
+    app.router = IndexedRouter(ROUTES, lifespan=lifespan, redirect_slashes=False)
     app.state.services = services
     return app
