@@ -10,7 +10,6 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict
 
 from broker.client_entries import (
     GRANT_AUTHORIZATION_CODE,
@@ -38,7 +37,8 @@ def s256(verifier: str) -> str:
 
 
 def _body(pair: TokenPair, *, with_refresh: bool) -> dict[str, object]:
-    body: dict[str, object] = {**asdict(pair), "token_type": "Bearer"}
+    body: dict[str, object] = {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
+                               "expires_in": pair.expires_in, "scope": pair.scope, "token_type": "Bearer"}
     if not with_refresh:
         del body["refresh_token"]
     return body

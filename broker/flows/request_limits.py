@@ -69,6 +69,11 @@ class RequestLimits:
         self.clock = clock
         self.metrics = metrics or Metrics()
 
+    @property
+    def enabled(self) -> bool:
+        """False when BROKER_RATE_LIMITS is off: callers may skip what they would compute only for a check."""
+        return self.policy.enabled
+
     async def check(self, endpoint: str, *, ip: str | None, client_id: str | None = None,
                     user_id: str | None = None) -> None:
         """Charge this request to its buckets (one round trip), or raise RateLimited with the wait.

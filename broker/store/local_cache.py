@@ -55,7 +55,8 @@ class TrackedCache(Generic[V]):
         self._max_entries = max_entries
         self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
         self._by_key: dict[str, set[str]] = {}  # Redis key -> names of the entries that read it
-        self._pending: dict[str, list[Ticket]] = {}  # Redis key -> reads in flight that depend on it
+        # Redis key -> reads in flight that depend on it (a set: many requests read one user's keys at once).
+        self._pending: dict[str, set[Ticket]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -75,8 +76,9 @@ class TrackedCache(Generic[V]):
 
     def begin(self, keys: Iterable[str]) -> Ticket:
         ticket = Ticket(tuple(keys), self._listener.generation)
-        for key in ticket.keys:
-            self._pending.setdefault(key, []).append(ticket)
+        if self._max_entries:  # a cache that stores nothing has no reads to spoil
+            for key in ticket.keys:
+                self._pending.setdefault(key, set()).add(ticket)
         return ticket
 
     def put(self, ticket: Ticket, name: str, value: V) -> bool:
@@ -133,8 +135,6 @@ class TrackedCache(Generic[V]):
             tickets = self._pending.get(key)
             if tickets is None:
                 continue
-            with_ticket = [t for t in tickets if t is not ticket]
-            if with_ticket:
-                self._pending[key] = with_ticket
-            else:
+            tickets.discard(ticket)
+            if not tickets:
                 del self._pending[key]

@@ -10,6 +10,7 @@ the gateways we ship configurations for relies on it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ class Forwarded:
     original_url: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies call over and over; parsing costs ~10 µs
 def parse_address(text: str) -> IPAddress | None:
     """An address as proxies write it: bare, `1.2.3.4:port`, or `[v6]` with or without a port; else None."""
     text = text.strip()

@@ -10,11 +10,22 @@ from starlette.requests import Request
 
 from broker.errors import InvalidClient
 
+_PARSED = "broker.basic_credentials"
+
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:
     """(client_id, secret) from `Authorization: Basic` (RFC 6749 section 2.3.1: each form-urlencoded), None
-    when the header names another scheme; InvalidClient when it is Basic but unreadable."""
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    when the header names another scheme; InvalidClient when it is Basic but unreadable. A readable answer is
+    kept in the request's scope: the rate limiter and the client's authentication both ask."""
+    if _PARSED in request.scope:
+        parsed: tuple[str, str] | None = request.scope[_PARSED]
+        return parsed
+    request.scope[_PARSED] = parsed = _basic(request.headers.get("authorization", ""))
+    return parsed
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
