@@ -21,6 +21,13 @@ TIKTOK_API_URL = "https://open.tiktokapis.com"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
 PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600}
+# The TikTok API paths whose scopes the broker knows (the Display API's field table, the Content Posting API): the
+# proxy forwards them by default; any other path must declare its scopes.
+KNOWN_PROXY_PATHS = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/", "/v2/post/publish/creator_info/query/",
+                     "/v2/post/publish/video/init/", "/v2/post/publish/inbox/video/init/",
+                     "/v2/post/publish/content/init/", "/v2/post/publish/status/fetch/")
+# TikTok's scope names: user.info.basic, video.publish, research.data.basic.
+TIKTOK_SCOPE_NAME = re.compile(r"^[a-z0-9]+(?:[._][a-z0-9]+)*$")
 RATE_LIMIT = re.compile(r"^(\d+)/(\d+)([smh]?)(?:\s+burst=(\d+))?$")
 
 T = TypeVar("T")
@@ -102,10 +109,7 @@ class Settings:
     max_families_per_user: int = 128
     tiktok_refresh_margin: int = 300
     tiktok_refresh_ahead: bool = False
-    tiktok_proxy_paths: tuple[str, ...] = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/",
-                                           "/v2/post/publish/creator_info/query/", "/v2/post/publish/video/init/",
-                                           "/v2/post/publish/inbox/video/init/", "/v2/post/publish/content/init/",
-                                           "/v2/post/publish/status/fetch/")
+    tiktok_proxy_paths: tuple[str, ...] = KNOWN_PROXY_PATHS
     tiktok_proxy_user_rate: int = 600  # requests per minute per user and path, all callers together
     tiktok_proxy_client_rate: int = 300  # requests per minute per user, path and calling client
     tiktok_publish_ttl: int = 30 * 86400  # how long the broker remembers who made a post (status, events)
@@ -250,12 +254,34 @@ def _url_list(value: str) -> tuple[str, ...]:
     return tuple(_absolute_url(item) for item in _list(value))
 
 
+def proxy_path_entry(entry: str) -> tuple[str, tuple[str, ...] | None]:
+    """One BROKER_TIKTOK_PROXY_PATHS entry, `PATH` or `PATH=SCOPE+SCOPE` (`PATH=`: declared to need none): the path
+    and the TikTok scopes declared for it, None when the entry declares nothing."""
+    path, declares, names = entry.partition("=")
+    if not path.startswith("/") or "?" in path or "#" in path or "/../" in path + "/" or "//" in path:
+        raise ValueError(f"each entry must be an absolute path like /v2/user/info/, got {path!r}")
+    if not declares:
+        return path, None
+    scopes = tuple(names.split("+")) if names else ()
+    for scope in scopes:
+        if not TIKTOK_SCOPE_NAME.fullmatch(scope):
+            raise ValueError(f"{scope!r} (in {entry!r}) is not a TikTok scope name like video.list")
+    return path, scopes
+
+
 def _api_paths(value: str) -> tuple[str, ...]:
-    paths = _list(value)
-    for path in paths:
-        if not path.startswith("/") or "?" in path or "#" in path or "/../" in path + "/" or "//" in path:
-            raise ValueError(f"each entry must be an absolute path like /v2/user/info/, got {path!r}")
-    return paths
+    entries = _list(value)
+    seen: set[str] = set()
+    for entry in entries:
+        path, scopes = proxy_path_entry(entry)
+        if path in seen:
+            raise ValueError(f"{path} appears more than once")
+        seen.add(path)
+        if scopes is None and path not in KNOWN_PROXY_PATHS:
+            raise ValueError(f"the broker does not know which TikTok scopes {path} needs: write {path}=SCOPE "
+                             f"(join several with +; {path}= if it needs none), so that only tokens carrying them "
+                             "may call it")
+    return entries
 
 
 _rate = _whole("requests per minute", 1, 1_000_000)

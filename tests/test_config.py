@@ -94,3 +94,25 @@ def test_hardening_settings_parse_and_are_bounded() -> None:
     text = "\n".join(caught.value.problems)
     for name in ("BROKER_LOCAL_CACHE_TRUST_MS", "BROKER_MAX_FAMILIES_PER_SESSION", "BROKER_METRICS_TOKEN"):
         assert name in text
+
+
+def test_a_proxy_path_the_broker_has_no_scope_table_for_must_declare_its_scopes() -> None:
+    declared = load_settings({"BROKER_TIKTOK_PROXY_PATHS":
+                              "/v2/user/info/, /v2/research/video/query/=research.data.basic+video.list, /v2/x/="})
+    assert declared.tiktok_proxy_paths == ("/v2/user/info/", "/v2/research/video/query/=research.data.basic+video.list",
+                                           "/v2/x/=")
+    for value, named in (("/v2/research/video/query/", "write /v2/research/video/query/=SCOPE"),
+                         ("/v2/x/=Video List", "'Video List'"), ("/v2/x/=a++b", "''"),
+                         ("/v2/user/info/, /v2/user/info/=video.list", "/v2/user/info/ appears more than once")):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({"BROKER_TIKTOK_PROXY_PATHS": value})
+        assert "BROKER_TIKTOK_PROXY_PATHS" in str(refused.value) and named in str(refused.value), value
+
+
+def test_the_default_proxy_paths_are_the_ones_the_proxy_knows_the_scopes_of() -> None:
+    from broker.config import KNOWN_PROXY_PATHS
+    from broker.flows.posting_rules import POSTING_PATHS
+    from broker.flows.tiktok_api import USER_INFO, VIDEO_PATHS
+
+    assert set(KNOWN_PROXY_PATHS) == {USER_INFO, *VIDEO_PATHS, *POSTING_PATHS}
+    assert load_settings({}).tiktok_proxy_paths == KNOWN_PROXY_PATHS

@@ -23,6 +23,7 @@ import httpx
 
 from broker.clients import Client
 from broker.clock import Clock
+from broker.config import proxy_path_entry
 from broker.domain import ProviderTokens
 from broker.errors import (
     InsufficientScope,
@@ -133,6 +134,9 @@ class TikTokApi:
         self.limiter = limiter
         self.clock = clock
         self.policy = policy
+        # Each forwarded path with the TikTok scopes BROKER_TIKTOK_PROXY_PATHS declares for it (None: the broker's
+        # own tables decide, for the paths it knows).
+        self._declared = dict(proxy_path_entry(entry) for entry in policy.paths)
         self.metrics = metrics or Metrics()
 
     # -- who is calling --
@@ -157,9 +161,13 @@ class TikTokApi:
     # -- the call --
 
     def allowed_path(self, path: str) -> str:
-        if path not in self.policy.paths:
+        if path not in self._declared:
             raise NotFound("This TikTok API path is not available through the broker.")
         return path
+
+    def required_scopes(self, path: str, query: Mapping[str, str]) -> list[str]:
+        """What TikTok's tables say the call needs, and what the operator declared for the path."""
+        return sorted({*required_scopes(path, query), *(self._declared.get(path) or ())})
 
     async def forward(self, caller: Caller, *, method: str, path: str, query: bytes, params: Mapping[str, str],
                       headers: Mapping[str, str], body: bytes) -> Proxied:
@@ -167,7 +175,7 @@ class TikTokApi:
         if len(body) > MAX_BODY:
             raise InvalidRequest("The request body is too large.")
         posting = self.posting.check(path, body)  # a Content Posting body of the wrong shape: 400, TikTok not called
-        needed = required_scopes(path, params)
+        needed = self.required_scopes(path, params)
         if posting is not None:  # a status fetch of a publish_id that is not this user's: 404
             needed += await self.posting.scopes(caller.user_id, posting)
         if caller.token_scopes is not None:  # before anything is charged or refreshed: a refusal changes nothing

@@ -307,3 +307,20 @@ def test_videos_are_forwarded_when_the_user_granted_video_list(base_settings: Se
         assert listed.json()["error"]["code"] == "ok"
         assert calls(stack, "video_list")[-1]["token"] in tiktok_tokens(stack)
         assert_no_tiktok_token(stack, listed)
+
+
+def test_a_path_the_operator_adds_needs_the_scopes_it_declares(base_settings: Settings, clients_file: Path,
+                                                               browser: Browser) -> None:
+    # Alice granted basic and profile; one added path asks for a research scope, and user info for profile too.
+    paths = ("/v2/user/info/=user.info.profile", "/v2/research/video/query/=research.data.basic")
+    for stack in running(base_settings, clients_file, tiktok_proxy_paths=paths):
+        token, _ = signed_in(stack, browser)
+        before = len(stack.tiktok.calls)
+        research = httpx.post(f"{stack.broker.url}/tiktok/v2/research/video/query/", json={"query": {}},
+                              headers=bearer(token))
+        assert research.status_code == 403, research.text
+        assert "research.data.basic" in research.json()["error_description"]
+        assert len(stack.tiktok.calls) == before  # refused before TikTok or the user's grant is touched
+        # Only the default basic field is asked for, yet the declared profile scope is needed too: Alice has it.
+        assert user_info(stack, bearer(token), "open_id").status_code == 200
+        assert httpx.post(f"{stack.broker.url}/tiktok/v2/video/list/", headers=bearer(token)).status_code == 404
