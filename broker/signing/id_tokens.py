@@ -12,6 +12,7 @@ import jwt
 from broker.clock import Clock
 from broker.signing.jwt_sign import sign_jwt
 from broker.signing.keyring import KeyRing
+from broker_sdk.jws import low_s
 
 # OIDC Core 3.1.3.6: at_hash uses the hash of the JWS algorithm (SHA-256 for ES256/RS256); Ed25519 is paired
 # with SHA-512 by the OpenID EdDSA registration.
@@ -60,4 +61,6 @@ class IdTokenSigner:
                          "require": ["iss", "sub", "aud"]})
         except jwt.PyJWTError:
             return None
+        if key.alg == "ES256" and not low_s(jwt.utils.base64url_decode(token.rpartition(".")[2])):
+            return None  # the malleable twin of a signature the broker made: every token has one spelling
         return claims if "nonce" in claims or "auth_time" in claims else None  # an ID token, not an access token

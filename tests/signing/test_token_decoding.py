@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from broker.errors import InvalidToken
 from broker.signing import create_key
+from broker.signing.id_tokens import IdTokenSigner
 from broker.signing.keyfiles import SigningKey, delete_key
 from broker_sdk.jws import MAX_TOKEN_LENGTH
-from tests.signing.conftest import AUDIENCE, TTL, Env, b64, low_s, rejected
+from tests.signing.conftest import AUDIENCE, ISSUER, TTL, Env, b64, low_s, rejected
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -303,3 +304,14 @@ def test_a_retired_key_leaves_with_the_clock_although_its_header_is_cached(es: E
     assert es.service.verify(token)["sub"] == "u1"
     es.clock.advance(1)
     rejected(es, token, "unknown signing key")
+
+
+def test_an_id_token_hint_with_the_high_s_twin_of_its_signature_names_no_session(es: Env) -> None:
+    signer = IdTokenSigner(es.ring, issuer=ISSUER, clock=es.clock)
+    token = signer.issue(sub="u1", client_id="app", ttl=TTL, auth_time=es.clock.now(), sid="s1", alg="ES256")
+    assert signer.read_hint(token) is not None and signer.read_hint(token)["sid"] == "s1"  # type: ignore[index]
+    signature = raw_signature(token)
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    twin = with_signature(token, r.to_bytes(32, "big") + (P256_ORDER - s).to_bytes(32, "big"))
+    assert jwt.api_jws.decode_complete(twin, es.ring.signing_key().public_key, algorithms=["ES256"])
+    assert signer.read_hint(twin) is None
