@@ -9,9 +9,8 @@ HTTP messages. The HTTP server's own share (parsing, sockets) is not in these nu
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse
 
 import broker.signing.tokens as signing
 import broker.web.oauth as oauth
+from bench.asgi_post import post_form
 from bench.config import BenchConfig
 from bench.figures_api import Figure
 from bench.profile_check import _lifespan
@@ -81,50 +81,16 @@ def _instrumented(app: Any, timers: Timers) -> Iterator[None]:
             setattr(owner, name, original)
 
 
-def _refresh_scope(body: bytes) -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": "/oauth/token", "raw_path": b"/oauth/token", "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/x-www-form-urlencoded"),
-                        (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080), "state": {}}
-
-
 async def _refresh(app: Any, token: str) -> str:
-    body = b"grant_type=refresh_token&refresh_token=" + token.encode()
-    answered: list[bytes] = []
-    delivered = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if delivered:
-            return {"type": "http.disconnect"}
-        delivered = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            answered.append(message["body"])
-
-    await app(_refresh_scope(body), receive, send)
-    return str(json.loads(b"".join(answered))["refresh_token"])
+    answer = await post_form(app, "/oauth/token", b"grant_type=refresh_token&refresh_token=" + token.encode())
+    return str(answer["refresh_token"])
 
 
 async def _first_token(app: Any, settings: Settings) -> str:
     cookie = f"{session_cookie_name(settings)}={await create_session(settings)}".encode()
-    body = f"grant_type={SESSION_GRANT}".encode()
-    scope = _refresh_scope(body)
-    scope["headers"] += [(b"origin", settings.issuer.encode()), (b"cookie", cookie)]
-    answered: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            answered.append(message["body"])
-
-    await app(scope, receive, send)
-    return str(json.loads(b"".join(answered))["refresh_token"])
+    answer = await post_form(app, "/oauth/token", f"grant_type={SESSION_GRANT}".encode(),
+                             headers=((b"origin", settings.issuer.encode()), (b"cookie", cookie)))
+    return str(answer["refresh_token"])
 
 
 async def _measure(settings: Settings, config: BenchConfig) -> list[dict[str, float]]:

@@ -16,57 +16,22 @@ import base64
 import cProfile
 import functools
 import io
-import json
 import pstats
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import uvloop
 
+from bench.asgi_post import ASGIApp, post_form
 from bench.profile_check import _lifespan
 from bench.session import app_families
 from bench.stack import APP_ID, APP_SECRET, Stack
 from broker.app import create_app
 from broker.config import load_settings
 
-ASGIApp = Callable[..., Awaitable[None]]
-BASIC = b"Basic " + base64.b64encode(f"{APP_ID}:{APP_SECRET}".encode())
-
-
-def _scope(path: str, body: bytes, port: int) -> dict[str, Any]:
-    headers = [(b"host", f"127.0.0.1:{port}".encode()), (b"authorization", BASIC),
-               (b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", str(len(body)).encode())]
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "root_path": "", "headers": headers, "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", port),
-            "state": {}}
-
-
-async def _call(app: ASGIApp, path: str, body: bytes, port: int) -> dict[str, Any]:
-    answer: dict[str, Any] = {}
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-        elif message["type"] == "http.response.body":
-            answer["body"] = answer.get("body", b"") + message.get("body", b"")
-
-    await app(_scope(path, body, port), receive, send)
-    if answer.get("status") != 200:
-        raise RuntimeError(f"{path} answered {answer.get('status')}: {answer.get('body', b'')[:200]!r}")
-    result: dict[str, Any] = json.loads(answer["body"])
-    return result
+BASIC = ((b"authorization", b"Basic " + base64.b64encode(f"{APP_ID}:{APP_SECRET}".encode())),)
 
 
 class Chain:
@@ -76,8 +41,8 @@ class Chain:
         self.token = token
 
     async def step(self, app: ASGIApp, port: int) -> None:
-        answer = await _call(app, "/oauth/token", b"grant_type=refresh_token&refresh_token=" + self.token.encode(),
-                             port)
+        answer = await post_form(app, "/oauth/token", b"grant_type=refresh_token&refresh_token=" + self.token.encode(),
+                                 port=port, headers=BASIC)
         self.token = answer["refresh_token"]
 
 
@@ -103,7 +68,8 @@ async def profile(stack: Stack, count: int, rounds: int, top: int, in_flight: in
     background = await _lifespan(broker)
 
     async def introspect() -> None:
-        if (await _call(broker, "/oauth/introspect", introspection, port)).get("active") is not True:
+        answer = await post_form(broker, "/oauth/introspect", introspection, port=port, headers=BASIC)
+        if answer.get("active") is not True:
             raise RuntimeError("the token is not active")
 
     sides: dict[str, list[Callable[[], Awaitable[None]]]] = {
