@@ -26,6 +26,9 @@ PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600}
 KNOWN_PROXY_PATHS = ("/v2/user/info/", "/v2/video/list/", "/v2/video/query/", "/v2/post/publish/creator_info/query/",
                      "/v2/post/publish/video/init/", "/v2/post/publish/inbox/video/init/",
                      "/v2/post/publish/content/init/", "/v2/post/publish/status/fetch/")
+# A TikTok API path as the proxy forwards it, character for character: no segment that an HTTP client would fold
+# ("." or ".."), nothing to percent-decode, no blank.
+API_PATH = re.compile(r"^(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)+/?$")
 # TikTok's scope names: user.info.basic, video.publish, research.data.basic.
 TIKTOK_SCOPE_NAME = re.compile(r"^[a-z0-9]+(?:[._][a-z0-9]+)*$")
 RATE_LIMIT = re.compile(r"^(\d+)/(\d+)([smh]?)(?:\s+burst=(\d+))?$")
@@ -258,8 +261,9 @@ def proxy_path_entry(entry: str) -> tuple[str, tuple[str, ...] | None]:
     """One BROKER_TIKTOK_PROXY_PATHS entry, `PATH` or `PATH=SCOPE+SCOPE` (`PATH=`: declared to need none): the path
     and the TikTok scopes declared for it, None when the entry declares nothing."""
     path, declares, names = entry.partition("=")
-    if not path.startswith("/") or "?" in path or "#" in path or "/../" in path + "/" or "//" in path:
-        raise ValueError(f"each entry must be an absolute path like /v2/user/info/, got {path!r}")
+    if not API_PATH.fullmatch(path):
+        raise ValueError(f"each entry must be an absolute path like /v2/user/info/ (letters, digits, '_', '-' and "
+                         f"'.' within a segment, no '.' or '..' segment), got {path!r}")
     if not declares:
         return path, None
     scopes = tuple(names.split("+")) if names else ()
@@ -269,18 +273,26 @@ def proxy_path_entry(entry: str) -> tuple[str, tuple[str, ...] | None]:
     return path, scopes
 
 
-def _api_paths(value: str) -> tuple[str, ...]:
-    entries = _list(value)
-    seen: set[str] = set()
+def proxy_paths(entries: tuple[str, ...]) -> dict[str, tuple[str, ...] | None]:
+    """Each path of BROKER_TIKTOK_PROXY_PATHS with the scopes it declares (None: the broker's own tables decide);
+    ValueError for an entry that is not well formed, a path named twice, or a path the broker has no tables for
+    that declares nothing."""
+    declared: dict[str, tuple[str, ...] | None] = {}
     for entry in entries:
         path, scopes = proxy_path_entry(entry)
-        if path in seen:
+        if path in declared:
             raise ValueError(f"{path} appears more than once")
-        seen.add(path)
         if scopes is None and path not in KNOWN_PROXY_PATHS:
             raise ValueError(f"the broker does not know which TikTok scopes {path} needs: write {path}=SCOPE "
                              f"(join several with +; {path}= if it needs none), so that only tokens carrying them "
                              "may call it")
+        declared[path] = scopes
+    return declared
+
+
+def _api_paths(value: str) -> tuple[str, ...]:
+    entries = _list(value)
+    proxy_paths(entries)
     return entries
 
 

@@ -103,7 +103,10 @@ def test_a_proxy_path_the_broker_has_no_scope_table_for_must_declare_its_scopes(
                                            "/v2/x/=")
     for value, named in (("/v2/research/video/query/", "write /v2/research/video/query/=SCOPE"),
                          ("/v2/x/=Video List", "'Video List'"), ("/v2/x/=a++b", "''"),
-                         ("/v2/user/info/, /v2/user/info/=video.list", "/v2/user/info/ appears more than once")):
+                         ("/v2/user/info/, /v2/user/info/=video.list", "/v2/user/info/ appears more than once"),
+                         ("/v2/./video/list/=", "no '.' or '..' segment"),
+                         ("/v2/video/list/.=", "got '/v2/video/list/.'"),
+                         ("/v2/x/ =video.list", "got '/v2/x/ '"), ("/v2/%2e%2e/x/=", "got '/v2/%2e%2e/x/'")):
         with pytest.raises(ConfigError) as refused:
             load_settings({"BROKER_TIKTOK_PROXY_PATHS": value})
         assert "BROKER_TIKTOK_PROXY_PATHS" in str(refused.value) and named in str(refused.value), value

@@ -23,7 +23,7 @@ import httpx
 
 from broker.clients import Client
 from broker.clock import Clock
-from broker.config import proxy_path_entry
+from broker.config import proxy_paths
 from broker.domain import ProviderTokens
 from broker.errors import (
     InsufficientScope,
@@ -136,7 +136,7 @@ class TikTokApi:
         self.policy = policy
         # Each forwarded path with the TikTok scopes BROKER_TIKTOK_PROXY_PATHS declares for it (None: the broker's
         # own tables decide, for the paths it knows).
-        self._declared = dict(proxy_path_entry(entry) for entry in policy.paths)
+        self._declared = proxy_paths(policy.paths)
         self.metrics = metrics or Metrics()
 
     # -- who is calling --

@@ -26,6 +26,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 METHOD = re.compile(r"^[A-Z]{3,10}$")
 SCOPE_KEY = "broker.forwarded"
+MAX_ADDRESS_TEXT = 64  # "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%zone]:65535" is 59
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,16 @@ class Forwarded:
     original_url: str | None = None
 
 
-@functools.lru_cache(maxsize=4096)  # the same few peers and proxies call over and over; parsing costs ~10 µs
 def parse_address(text: str) -> IPAddress | None:
     """An address as proxies write it: bare, `1.2.3.4:port`, or `[v6]` with or without a port; else None."""
     text = text.strip()
+    # Longer than any address with a port and a zone: not one, and never a key of the cache (a header line
+    # may be megabytes long).
+    return _parsed(text) if len(text) <= MAX_ADDRESS_TEXT else None
+
+
+@functools.lru_cache(maxsize=4096)  # the same few peers and proxies call over and over; parsing costs ~10 µs
+def _parsed(text: str) -> IPAddress | None:
     if text.startswith("["):
         text = text[1:text.find("]")] if "]" in text else ""
     elif text.count(":") == 1:

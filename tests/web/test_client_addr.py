@@ -29,6 +29,21 @@ def test_addresses_are_read_as_proxies_write_them(text: str, expected: str | Non
     assert (str(found) if found is not None else None) == expected
 
 
+def test_what_a_trusted_proxy_passes_on_is_remembered_only_when_it_could_be_an_address() -> None:
+    """Parsed addresses are kept per process (the same peers call all day); a hop written by a client behind a
+    trusted proxy may be of any length, and must neither be kept nor be read as an address."""
+    from broker.web import client_addr
+
+    client_addr._parsed.cache_clear()
+    padded = "10.0.0.1" + " " * 100
+    assert parse_address(padded) == parse_address("10.0.0.1") is not None  # surrounding blanks: still the address
+    hops = ["10.0.0.2" + "0" * size for size in range(60, 560)]  # 500 distinct hops, none an address
+    assert client_address("10.0.0.9", [", ".join(hops)], [ip_network("10.0.0.0/8")]) == ("10.0.0.9", True)
+    assert all(parse_address(hop) is None for hop in hops)
+    assert client_addr._parsed.cache_info().currsize <= 2
+    assert parse_address("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535") is not None
+
+
 def test_an_untrusted_peer_is_the_client_whatever_it_claims() -> None:
     assert client_address("203.0.113.7", ["198.51.100.1"], PROXIES) == ("203.0.113.7", False)
     assert client_address("203.0.113.7", [], ()) == ("203.0.113.7", False)
