@@ -10,8 +10,10 @@ from typing import Any
 
 import uvicorn
 
+from broker.serving import MAX_HEAD_BYTES, http_protocol
+
 # The options `broker serve` uses (see broker/serving.py), minus the info-level log: no access log, uvicorn's own
-# choice of loop and parser (uvloop and httptools, installed with the server).
+# choice of loop, and the broker's HTTP protocol (httptools with its cap on request heads).
 UVICORN_OPTIONS: dict[str, Any] = {
     "host": "127.0.0.1",
     "log_level": "warning",
@@ -20,7 +22,8 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "proxy_headers": False,
     "lifespan": "on",
     "loop": "auto",
-    "http": "auto",
+    "http": http_protocol(),
+    "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
 }
 
 

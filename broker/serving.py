@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # imported when serving starts, so that `broker keys ...` doe
 
 log = logging.getLogger("broker")
 
+# The most a request's line and headers may take (what nginx's default buffers hold); see broker.bounded_http.
+MAX_HEAD_BYTES = 32 * 1024
+PARSERS = {"HttpToolsProtocol": "httptools", "H11Protocol": "h11"}
 # The app factory each worker process calls (uvicorn imports it by name in the new process).
 WORKER_FACTORY = "broker.serving:worker_app"
 
@@ -33,7 +36,18 @@ def uvicorn_config(app: object, host: str, port: int, *, workers: int = 1) -> uv
     # applied by broker.web.client_addr to the untouched TCP peer.
     return uvicorn.Config(app, host=host, port=port, log_level="info", server_header=False,  # type: ignore[arg-type]
                           proxy_headers=False, forwarded_allow_ips="", access_log=False, log_config=None,
-                          loop="auto", http="auto", workers=workers, factory=isinstance(app, str))
+                          loop="auto", http=http_protocol(), h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          workers=workers, factory=isinstance(app, str))
+
+
+def http_protocol() -> Any:
+    """httptools with the broker's cap on request heads (broker.bounded_http); without httptools, uvicorn's h11,
+    whose buffer limit is set to the same cap."""
+    try:
+        from broker.bounded_http import BoundedHttpToolsProtocol
+    except ImportError:
+        return "h11"
+    return BoundedHttpToolsProtocol
 
 
 def stack_description(config: uvicorn.Config) -> dict[str, str]:
@@ -44,8 +58,9 @@ def stack_description(config: uvicorn.Config) -> dict[str, str]:
 
     factory = config.get_loop_factory()
     loop = "uvloop" if factory is not None and factory.__module__.split(".")[0] == "uvloop" else "asyncio"
-    http = config.http if config.http != "auto" else AutoHTTPProtocol.__name__
-    parser = {"HttpToolsProtocol": "httptools", "H11Protocol": "h11"}.get(str(http), str(http))
+    http = config.http if config.http != "auto" else AutoHTTPProtocol
+    name = next((kind.__name__ for kind in getattr(http, "__mro__", ()) if kind.__name__ in PARSERS), str(http))
+    parser = PARSERS.get(name, name)
     return {"loop": loop, "http": parser, "redis_parser": reply_parser()}
 
 
