@@ -18,8 +18,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from broker.serving import MAX_HEAD_BYTES
 
+_MESSAGE = f"The request's line and headers are over {MAX_HEAD_BYTES} bytes.\n".encode()
 _REFUSAL = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: 39\r\nconnection: close\r\n\r\nThe request's headers are over 32 KiB.\n")
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_MESSAGE), _MESSAGE))
 
 
 class HeadTooLarge(Exception):

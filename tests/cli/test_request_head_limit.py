@@ -90,6 +90,7 @@ def test_a_head_over_the_cap_is_refused_with_431_in_one_piece_or_dripped(port: i
     big = b"x-big: " + b"a" * (MAX_HEAD_BYTES + 1024) + b"\r\n"
     answer = _exchange(port, _head(big))
     assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
+    assert answer.endswith(b"over %d bytes.\n" % MAX_HEAD_BYTES) and b"connection: close" in answer
     many = [b"GET / HTTP/1.1\r\nhost: broker.test\r\n"] + [b"x-h%d: %s\r\n" % (n, b"b" * 4000) for n in range(12)]
     answer = _exchange(port, *many, b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
