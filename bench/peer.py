@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from broker.store.embedded import EmbeddedRedis, free_port
+from broker.store.embedded import EmbeddedRedis, free_port, stop_process
 
 PEER_DIR = Path(__file__).resolve().parent / "peer"
 CLIENT_ID, CLIENT_SECRET = "bench-app", "bench-app-secret-0123456789abcdef"
@@ -60,13 +60,7 @@ class Peer:
         return list(json.loads(answer.content))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
         self.redis.stop()
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from broker.store.embedded import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 
@@ -73,11 +75,5 @@ class ServerProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process(process)

@@ -16,7 +16,7 @@ from broker.admin import cmd_check_config, cmd_clients, cmd_keys, cmd_vault, fai
 from broker.client_entries import GRANT_TYPES
 from broker.config import Settings, load_settings
 from broker.errors import ConfigError
-from broker.serving import Terminated, run_servers
+from broker.serving import Terminated, run_servers, uvicorn_config
 
 DEV_EMULATOR_PORT = 8081
 log = logging.getLogger("broker")
@@ -36,12 +36,6 @@ def _redis_for(settings: Settings) -> Iterator[Settings]:
     with EmbeddedRedis(data_dir) as server:
         print(f"Embedded Redis running, persisting to {data_dir}", file=sys.stderr)
         yield settings.with_overrides(redis_url=Secret(server.url))
-
-
-def _uvicorn_server(app: object, host: str, port: int) -> Any:
-    from broker.serving import uvicorn_config
-
-    return uvicorn_config(app, host, port)
 
 
 EMULATOR_MISSING = ("it is a distribution of its own, for development and tests only: install it with "
@@ -99,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if taken:
         print(f"broker serve: {taken}", file=sys.stderr)
         return 2
-    from broker.serving import WORKER_FACTORY, run_workers, uvicorn_config
+    from broker.serving import WORKER_FACTORY, run_workers
 
     with _redis_for(settings) as ready:
         if args.workers > 1:
@@ -133,7 +127,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     for created in ensure_signing_key(settings):
         print(f"dev: created signing key {created} in {settings.keys_dir}", file=sys.stderr)
     with _redis_for(settings) as ready:
-        servers = [_uvicorn_server(create_app(ready), "127.0.0.1", args.port)]
+        servers = [uvicorn_config(create_app(ready), "127.0.0.1", args.port)]
         if emulate:
             emulator_package = _emulator_package()
             if emulator_package is None:
@@ -141,7 +135,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             EmulatorConfig, create_emulator_app = emulator_package
             # The emulated app has the broker's credentials: a key or secret set in the environment is honoured.
             emulator = create_emulator_app(EmulatorConfig(**emulated_app(ready, args.emulator_port)))
-            servers.append(_uvicorn_server(emulator, "127.0.0.1", args.emulator_port))
+            servers.append(uvicorn_config(emulator, "127.0.0.1", args.emulator_port))
         print(f"\n  Open {ready.issuer}/ and click \"Continue with TikTok\".\n", file=sys.stderr)
         run_servers(servers)
     return 0
@@ -155,7 +149,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     config = EmulatorConfig(redirect_uris=tuple(args.redirect_uri), sdk_redirect_uris=tuple(args.sdk_redirect_uri),
                             webhook_url=args.webhook_url,
                             public_url=args.public_url or f"http://{args.host}:{args.port}")
-    run_servers([_uvicorn_server(create_emulator_app(config), args.host, args.port)])
+    run_servers([uvicorn_config(create_emulator_app(config), args.host, args.port)])
     return 0
 
 

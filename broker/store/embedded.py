@@ -10,8 +10,21 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from broker.errors import ConfigError
+
+
+def stop_process(process: subprocess.Popen[Any], grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `grace` seconds; returns once it is gone."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
 
 START_TIMEOUT = 10.0
 
@@ -136,13 +149,8 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop cleanly: SIGTERM makes redis-server flush its append-only file before exiting."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        if self._process is not None:
+            stop_process(self._process)
         self._process = None
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

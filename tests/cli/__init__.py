@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from broker.store.embedded import stop_process
+
 START_DEADLINE = 15.0
 STOP_DEADLINE = 10.0
 PROBLEM_LINE = re.compile(r"^  - (BROKER_[A-Z_]+):", re.MULTILINE)
@@ -100,13 +102,7 @@ def running_broker(*args: str, env: dict[str, str], cwd: Path) -> Iterator[Runni
     try:
         yield running
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_DEADLINE)
+        stop_process(process, grace=STOP_DEADLINE)
 
 
 def alive(pid: int) -> bool:

@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from broker.store.embedded import free_port
+from broker.store.embedded import free_port, stop_process
 from tests.support.tls_files import TlsFiles
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -148,12 +148,7 @@ class RedisProcess:
     def stop(self) -> None:
         if self.running:
             assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            stop_process(self.process)
 
 
 class PortTaken(Exception):
